@@ -1,0 +1,55 @@
+# The README's commands. `make demo` and `make test` each install whatever is missing first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PYTEST_ARGS ?= -m "not slow"
+ARGS ?=
+
+.PHONY: install data demo test test-all lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
+	@touch $(STAMP)
+
+# Fashion-MNIST: Debian's package where apt is usable, else torchvision's download into data/.
+data: install
+	@if [ -f "$(DEBIAN_FMNIST)" ] || ls data/FashionMNIST/raw/train-images-idx3-ubyte* >/dev/null 2>&1; then \
+		echo "Fashion-MNIST: present"; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "apt-get not usable; downloading Fashion-MNIST into data/ with torchvision"; \
+		$(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data', download=True); torchvision.datasets.FashionMNIST('data', train=False, download=True)"; \
+	fi
+
+demo: data
+	$(PY) scripts/pretrain.py $(ARGS)
+
+test: data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: data
+	$(PY) -m pytest -m "slow or not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy contrastive
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

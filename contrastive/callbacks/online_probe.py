@@ -1,0 +1,106 @@
+"""A linear classifier trained alongside pretraining on detached backbone features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastive.heads import LinearHead
+
+
+class OnlineLinearProbe(pl.Callback):
+    """Trains a linear head on detached features of the training views with cross-entropy
+    and logs ``train/online_loss`` and ``val/online_top1`` on the test loader (index 1).
+
+    The head never sends gradients into the backbone. It expects ``training_step`` and
+    ``validation_step`` to return ``{"features", "labels"}``; unlabelled samples
+    (label -1) are ignored.
+    """
+
+    def __init__(self, num_classes: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
+        if num_classes < 2:
+            raise ValueError(f"online probe num_classes must be >= 2, got {num_classes}")
+        self.num_classes = num_classes
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.head: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._correct = torch.zeros(())
+        self._total = torch.zeros(())
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        dim = int(pl_module.feature_dim)  # type: ignore[arg-type]
+        self.head = LinearHead(dim, self.num_classes, batch_norm=True).to(pl_module.device)
+        self.optimizer = torch.optim.AdamW(
+            self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        if self._pending_state is not None:
+            self.head.load_state_dict(self._pending_state["head"])
+            self.optimizer.load_state_dict(self._pending_state["optimizer"])
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        assert self.head is not None and self.optimizer is not None
+        features, labels = outputs["features"].detach().float(), outputs["labels"]
+        keep = labels >= 0
+        if not bool(keep.any()):
+            return
+        self.head.to(features.device).train()
+        with torch.enable_grad():
+            loss = F.cross_entropy(self.head(features[keep]), labels[keep])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        pl_module.log("train/online_loss", loss.detach(), on_step=True, on_epoch=False)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._correct = torch.zeros((), device=pl_module.device)
+        self._total = torch.zeros((), device=pl_module.device)
+
+    @torch.no_grad()
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 1 or self.head is None:
+            return
+        self.head.eval()
+        features: Tensor = outputs["features"].float()
+        labels: Tensor = outputs["labels"]
+        predictions = self.head(features).argmax(dim=1)
+        self._correct += (predictions == labels).sum()
+        self._total += labels.numel()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or self._total.item() == 0:
+            return
+        correct, total = self._correct, self._total
+        if trainer.world_size > 1:
+            correct = torch.as_tensor(pl_module.all_gather(correct)).sum()
+            total = torch.as_tensor(pl_module.all_gather(total)).sum()
+        pl_module.log("val/online_top1", correct / total, rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.head is None or self.optimizer is None:
+            return {}
+        return {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            self._pending_state = state_dict

@@ -1,0 +1,55 @@
+"""Console entry points: Hydra mains that turn user mistakes into one clear message."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
+from contrastive.errors import ConfigError
+
+
+def _conf_dir() -> str:
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "pretrain.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"contrastive's conf/ folder is missing (looked beside {package})")
+
+
+CONF_DIR = _conf_dir()
+USER_ERRORS = (ConfigError, DatasetNotFoundError, DatasetFormatError, InstantiationException)
+
+
+def _user_error_message(error: BaseException) -> str:
+    # Hydra wraps errors raised while building an object; show the root cause's words.
+    message = str(error)
+    cause = error.__cause__
+    if isinstance(error, InstantiationException) and cause is not None:
+        message = f"{message.splitlines()[0]}\n  {type(cause).__name__}: {cause}"
+    return message
+
+
+def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
+    """Run ``job`` and exit with status 2 and a one-paragraph message on a user error."""
+    try:
+        metrics = job(cfg)
+    except USER_ERRORS as error:
+        print(f"error: {_user_error_message(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    value = metrics.get(cfg.get("optimized_metric", "val/knn_top1"))
+    return float(value) if value is not None else None
+
+
+@hydra.main(config_path=CONF_DIR, config_name="pretrain", version_base="1.3")
+def pretrain_main(cfg: DictConfig) -> float | None:
+    """``contrastive-pretrain [overrides...]``: SimCLR pretraining."""
+    from contrastive.train import pretrain
+
+    return run_job(pretrain, cfg)

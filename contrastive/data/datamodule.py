@@ -1,0 +1,202 @@
+"""LightningDataModules over the offline sources in :mod:`contrastive.data.sources`.
+
+Training batches are ``(images, labels)`` with uint8 ``(B, C, H, W)`` images for the
+batched view path (views are made on the device, see ``methods``), or float
+``(B, V, C, S, S)`` views for the per-sample path (made in DataLoader workers).
+Validation has two loaders: the labelled training set (the kNN bank, unaugmented) and
+the test set, both uint8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from contrastive.data.sources import ImageArrays, ImageFolderDataset, load_arrays
+from contrastive.transforms import PerSampleViews, ViewRecipe
+
+# Which split each dataset pretrains on, builds the kNN bank from, and tests on.
+SPLITS: dict[str, tuple[str, str, str]] = {
+    "fashion_mnist": ("train", "train", "test"),
+    "cifar10": ("train", "train", "test"),
+    "cifar100": ("train", "train", "test"),
+    "stl10": ("train+unlabeled", "train", "test"),
+    "synthetic": ("train", "train", "test"),
+    "image_folder": ("train", "train", "val"),
+}
+
+
+class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
+    """Images held in memory as one uint8 tensor; ``__getitems__`` slices a whole batch."""
+
+    def __init__(self, arrays: ImageArrays, transform: Callable[[Tensor], Tensor] | None = None):
+        self.images = arrays.images
+        self.labels = arrays.labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image = self.images[index]
+        return (self.transform(image) if self.transform else image), self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        if self.transform is not None:
+            return [self[i] for i in indices]
+        index = torch.as_tensor(indices)
+        return _Batch(self.images[index], self.labels[index])
+
+
+class _Batch(tuple):
+    """A batch already collated by ``__getitems__``; :func:`collate` passes it through."""
+
+    def __new__(cls, images: Tensor, labels: Tensor) -> _Batch:
+        return super().__new__(cls, (images, labels))
+
+
+class _TransformedDataset(Dataset[tuple[Tensor, Tensor]]):
+    def __init__(self, base: Dataset[tuple[Tensor, Tensor]], transform: Callable[[Tensor], Tensor]):
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+def collate(batch: Any) -> Any:
+    if isinstance(batch, _Batch):
+        return tuple(batch)
+    return torch.utils.data.default_collate(batch)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """One datamodule for every source: pretraining, kNN-bank and test loaders.
+
+    Args:
+        dataset: one of ``SPLITS``.
+        root: where to look first for the files.
+        download: allow torchvision to download a missing dataset into ``root``.
+        batch_size: training batch size per process.
+        eval_batch_size: batch size of the two validation loaders.
+        num_workers: DataLoader workers (the per-sample view path needs them; in-memory
+            batches for the batched path do not).
+        bank_size: use only the first ``bank_size`` bank images (``None``: all).
+        image_size, channels: for ``image_folder`` only (resize target and mode).
+        num_samples, num_classes: for ``synthetic`` only.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        root: str | None = "data",
+        download: bool = False,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        bank_size: int | None = None,
+        image_size: int = 32,
+        channels: int = 3,
+        num_samples: int = 2048,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        if dataset not in SPLITS:
+            raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(SPLITS)}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.root = root
+        self.download = download
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.bank_size = bank_size
+        self.image_size = image_size
+        self.channels = channels
+        self.num_samples = num_samples
+        self.num_classes = num_classes
+        self.view_recipe: ViewRecipe | None = None
+        self._splits: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
+        self.classes: tuple[str, ...] = ()
+
+    def use_views(self, recipe: ViewRecipe) -> None:
+        """Make per-sample views in the workers when ``recipe.backend == "per_sample"``."""
+        self.view_recipe = recipe
+
+    def _load(self, split: str) -> Dataset[tuple[Tensor, Tensor]]:
+        if split in self._splits:
+            return self._splits[split]
+        dataset: Dataset[tuple[Tensor, Tensor]]
+        if self.dataset == "image_folder":
+            root = f"{self.root}/{split}"
+            folder = ImageFolderDataset(root, image_size=self.image_size, channels=self.channels)
+            self.classes = tuple(folder.classes)
+            dataset = folder  # type: ignore[assignment]
+        else:
+            kwargs: dict[str, Any] = {}
+            if self.dataset == "synthetic":
+                kwargs = dict(
+                    num_samples=self.num_samples if split == "train" else self.num_samples // 4,
+                    num_classes=self.num_classes,
+                    image_size=self.image_size,
+                    channels=self.channels,
+                    seed=0,  # the same class templates for every split
+                )
+            arrays = load_arrays(self.dataset, self.root, split, self.download, **kwargs)  # type: ignore[arg-type]
+            self.classes = arrays.classes
+            dataset = ArrayDataset(arrays)
+        self._splits[split] = dataset
+        return dataset
+
+    def prepare_data(self) -> None:
+        # Fails early, with the message of sources.DatasetNotFoundError, if data is missing.
+        for split in set(SPLITS[self.dataset]):
+            self._load(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in set(SPLITS[self.dataset]):
+            self._load(split)
+
+    def sample_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the test images."""
+        image, _ = self._load(SPLITS[self.dataset][2])[0]
+        return tuple(image.shape)  # type: ignore[return-value]
+
+    def _loader(self, dataset: Dataset[Any], batch_size: int, shuffle: bool) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        dataset = self._load(SPLITS[self.dataset][0])
+        if self.view_recipe is not None and self.view_recipe.backend == "per_sample":
+            dataset = _TransformedDataset(dataset, PerSampleViews(self.view_recipe))
+        return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader[Any]]:
+        _, bank_split, test_split = SPLITS[self.dataset]
+        bank = self._load(bank_split)
+        if self.bank_size is not None and self.bank_size < len(bank):  # type: ignore[arg-type]
+            bank = torch.utils.data.Subset(bank, range(self.bank_size))
+        test = self._load(test_split)
+        return [
+            self._loader(bank, self.eval_batch_size, shuffle=False),
+            self._loader(test, self.eval_batch_size, shuffle=False),
+        ]

@@ -1,0 +1,160 @@
+"""Small helpers around :mod:`torch.distributed` that also work without a process group.
+
+Every function here is safe to call in a plain single-process run (``torch.distributed`` not
+available, or available but not initialised): it then behaves as a world of one process.
+
+All gathers concatenate along dim 0, in rank order, and accept **unequal** dim-0 sizes across
+ranks: the sizes are exchanged first (one tiny extra collective), each tensor is zero-padded to
+the largest size for the collective, and the padding is sliced away again. Every other dim must
+match across ranks. Like every collective, they must be called by all ranks of the group.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = [
+    "all_gather",
+    "all_gather_sizes",
+    "all_gather_with_grad",
+    "is_distributed",
+    "rank",
+    "world_size",
+]
+
+
+def is_distributed() -> bool:
+    """Whether ``torch.distributed`` is available and its default process group initialised.
+
+    Examples:
+        >>> is_distributed()
+        False
+    """
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Number of processes in the default group; 1 when not distributed.
+
+    Examples:
+        >>> world_size()
+        1
+    """
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    """Rank of this process in the default group; 0 when not distributed.
+
+    Examples:
+        >>> rank()
+        0
+    """
+    return dist.get_rank() if is_distributed() else 0
+
+
+def all_gather_sizes(local_size: int, device: torch.device | None = None) -> list[int]:
+    """Gather one integer (typically a local batch size) from every rank, in rank order.
+
+    Args:
+        local_size: this rank's value.
+        device: where to put the tiny tensor for the collective (must suit the backend, e.g. a
+            CUDA device for NCCL); CPU when ``None``.
+
+    Returns:
+        ``[size_of_rank_0, size_of_rank_1, ...]``; ``[local_size]`` when not distributed.
+
+    Examples:
+        >>> all_gather_sizes(5)
+        [5]
+    """
+    if world_size() == 1:
+        return [local_size]
+    size = torch.tensor([local_size], dtype=torch.long, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    return [int(s.item()) for s in sizes]
+
+
+def _pad_dim0(x: Tensor, length: int) -> Tensor:
+    """Zero-pad ``x`` along dim 0 up to ``length`` rows (differentiable)."""
+    if x.shape[0] == length:
+        return x
+    padding = x.new_zeros((length - x.shape[0], *x.shape[1:]))
+    return torch.cat([x, padding], dim=0)  # (length, ...)
+
+
+def all_gather(x: Tensor, sizes: Sequence[int] | None = None) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0, **without** gradient.
+
+    Meant for labels, indices or logging. Use :func:`all_gather_with_grad` for embeddings that
+    must receive gradients from the other ranks' losses.
+
+    Args:
+        x: local tensor, shape (n_r, ...); ``n_r`` may differ across ranks.
+        sizes: the dim-0 size of every rank if already known (saves one collective), as
+            returned by :func:`all_gather_sizes`.
+
+    Returns:
+        Tensor of shape (sum_r n_r, ...), rank 0's rows first; ``x`` itself when not distributed.
+
+    Examples:
+        >>> all_gather(torch.arange(3))
+        tensor([0, 1, 2])
+    """
+    if world_size() == 1:
+        return x
+    if sizes is None:
+        sizes = all_gather_sizes(x.shape[0], x.device)
+    padded = _pad_dim0(x.detach(), max(sizes)).contiguous()
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:size] for g, size in zip(gathered, sizes, strict=True)], dim=0)
+
+
+def all_gather_with_grad(x: Tensor, sizes: Sequence[int] | None = None) -> Tensor:
+    r"""Concatenate ``x`` from every rank along dim 0, letting gradients flow back to every rank.
+
+    Built on :func:`torch.distributed.nn.functional.all_gather`, whose backward *sums* over
+    ranks the gradient that each rank's loss sends to a given rank's slice. So if rank ``r``
+    computes a loss :math:`L_r` from the gathered tensor, rank ``s`` receives
+    :math:`\sum_r \partial L_r / \partial x_s`. Combined with DDP's averaging of parameter
+    gradients, the parameters get :math:`\nabla \frac{1}{R} \sum_r L_r`: the gradient of the
+    mean of the per-rank losses, exactly as if one process had computed it.
+
+    Unequal dim-0 sizes are supported (see the module docstring); the padding rows get no
+    gradient.
+
+    Args:
+        x: local tensor, shape (n_r, ...); ``n_r`` may differ across ranks.
+        sizes: the dim-0 size of every rank if already known (saves one collective).
+
+    Returns:
+        Tensor of shape (sum_r n_r, ...), rank 0's rows first. When not distributed, or with a
+        world of one process, ``x`` itself (same object, same autograd graph).
+
+    Examples:
+        >>> x = torch.ones(2, 3, requires_grad=True)
+        >>> all_gather_with_grad(x) is x
+        True
+    """
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather as _autograd_all_gather
+
+    if sizes is None:
+        sizes = all_gather_sizes(x.shape[0], x.device)
+    padded = _pad_dim0(x, max(sizes))  # (max_r n_r, ...)
+    with warnings.catch_warnings():
+        # Deprecated in recent torch in favour of a private functional-collective API; it is
+        # still the public, eager-mode, autograd-aware all-gather.
+        warnings.filterwarnings(
+            "ignore", message=r".*all_gather is deprecated.*", category=FutureWarning
+        )
+        gathered = _autograd_all_gather(padded)
+    return torch.cat([g[:size] for g, size in zip(gathered, sizes, strict=True)], dim=0)

@@ -1,0 +1,52 @@
+"""Losses and output activations: pure functions doing the maths plus thin validating modules.
+
+Pure torch: nothing here imports Lightning or Hydra.
+"""
+
+from contrastive.losses.activations import (
+    SoftmaxWithTemperature,
+    log_softmax_with_temperature,
+    sigmoid,
+    softmax_with_temperature,
+    tanh,
+)
+from contrastive.losses.classification import (
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    NLLLoss,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    nll_loss,
+)
+from contrastive.losses.distillation import KLDivergenceLoss, kl_divergence
+from contrastive.losses.info_nce import (
+    InfoNCELoss,
+    contrastive_loss,
+    info_nce,
+    multi_view_info_nce,
+    similarity_stats,
+)
+from contrastive.losses.regression import L2Loss, l2_loss
+
+__all__ = [
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "InfoNCELoss",
+    "KLDivergenceLoss",
+    "L2Loss",
+    "NLLLoss",
+    "SoftmaxWithTemperature",
+    "binary_cross_entropy_with_logits",
+    "contrastive_loss",
+    "cross_entropy",
+    "info_nce",
+    "kl_divergence",
+    "l2_loss",
+    "log_softmax_with_temperature",
+    "multi_view_info_nce",
+    "nll_loss",
+    "sigmoid",
+    "similarity_stats",
+    "softmax_with_temperature",
+    "tanh",
+]

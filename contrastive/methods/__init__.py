@@ -1,0 +1,5 @@
+"""One LightningModule per job."""
+
+from contrastive.methods.simclr import SimCLR
+
+__all__ = ["SimCLR"]

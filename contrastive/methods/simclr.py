@@ -1,0 +1,132 @@
+"""SimCLR (Chen et al., 2020): views -> backbone -> projection head -> InfoNCE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from contrastive.backbones import feature_dim
+from contrastive.losses import InfoNCELoss, similarity_stats
+from contrastive.optim import param_groups
+from contrastive.transforms import BatchedViews, ViewRecipe, normalize, to_float
+
+
+class SimCLR(pl.LightningModule):
+    """SimCLR pretraining, wired by composition.
+
+    Args:
+        backbone: images ``(B, C, H, W)`` -> features ``(B, F)``; has ``feature_dim``.
+        projection_head: builds the head from the feature width (a Hydra partial).
+        loss: the contrastive objective on ``(V, B, D)`` embeddings.
+        augment: the view recipe. With ``backend="batched"`` views are made here, on the
+            batch's device; with ``"per_sample"`` the datamodule already made them.
+        optimizer: builds the optimiser from parameter groups (a Hydra partial). Its
+            ``weight_decay`` applies to weights only, never to biases or norms.
+        scheduler: builds a per-step LR scheduler from ``(optimizer, total_steps,
+            steps_per_epoch)`` (a Hydra partial), or ``None``.
+        channels_last: run the backbone in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        projection_head: Callable[[int], nn.Module],
+        loss: InfoNCELoss,
+        augment: ViewRecipe,
+        optimizer: Callable[[Any], Optimizer],
+        scheduler: Callable[..., LRScheduler] | None = None,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = feature_dim(backbone)
+        self.projection_head = projection_head(self.feature_dim)
+        self.loss = loss
+        self.recipe = augment
+        self.views = BatchedViews(augment)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone = self.backbone.to(memory_format=torch.channels_last)
+
+    # --- data on the device -------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if self.trainer is not None and self.trainer.training:
+            if images.ndim == 4:  # uint8 (B, C, H, W): make the views here
+                return self.views(images), labels
+            return images.transpose(0, 1), labels  # per-sample views (B, V, ...) -> (V, B, ...)
+        return self.prepare_eval_images(images), labels
+
+    def prepare_eval_images(self, images: Tensor) -> Tensor:
+        """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
+        images = to_float(images)
+        if images.shape[1] == 1 and self.recipe.channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        if images.shape[-1] != self.recipe.image_size or images.shape[-2] != self.recipe.image_size:
+            images = F.interpolate(
+                images, size=self.recipe.image_size, mode="bilinear", antialias=True
+            )
+        mean, std = self.recipe.channel_stats()
+        return normalize(images, mean, std)
+
+    # --- steps ----------------------------------------------------------------------------
+    def embed(self, images: Tensor) -> Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        views, labels = batch
+        num_views, batch_size = views.shape[:2]
+        features = self.embed(views.flatten(0, 1))  # (V*B, F)
+        embeddings = self.projection_head(features).view(num_views, batch_size, -1)  # (V, B, D)
+        if num_views == 2:
+            loss = self.loss(embeddings[0], embeddings[1])
+        else:
+            loss = self.loss.forward_views(embeddings)
+        stats = similarity_stats(embeddings[0].detach(), embeddings[1].detach())
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+        )
+        self.log("train/pos_sim", stats["pos_sim"], on_step=True, on_epoch=False)
+        self.log("train/neg_sim", stats["neg_sim"], on_step=True, on_epoch=False)
+        self.log("train/temperature", self.loss.temperature, on_step=True, on_epoch=False)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)  # type: ignore[union-attr]
+        return {
+            "loss": loss,
+            "features": features.view(num_views, batch_size, -1)[0].detach(),  # (B, F)
+            "labels": labels,
+            "num_views": num_views * batch_size,
+        }
+
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        images, labels = batch
+        return {"features": self.embed(images), "labels": labels}
+
+    # --- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        modules = nn.ModuleList([self.backbone, self.projection_head])
+        optimizer = self.optimizer_factory(param_groups(modules, weight_decay))
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, self.trainer.max_epochs or 1)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total_steps, steps_per_epoch=max(1, total_steps // epochs)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

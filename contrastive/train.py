@@ -1,0 +1,106 @@
+"""The pretraining job, top to bottom: seed -> build -> check -> fit -> evaluate -> write.
+
+``scripts/pretrain.py`` and the ``contrastive-pretrain`` console script call
+:func:`pretrain` with the composed Hydra config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from contrastive.backbones import in_channels, save_backbone
+from contrastive.callbacks import KNNMonitor, ViewThroughput
+from contrastive.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
+    if not cfg.get("logger") or "_target_" not in cfg.logger:
+        return False
+    logger = instantiate(cfg.logger)
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
+
+
+def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConfig) -> None:
+    """Refuse, before any work, a backbone or recipe that cannot take the data's images."""
+    wanted = in_channels(backbone)
+    if recipe.channels != wanted:
+        raise ConfigError(
+            f"augment.channels={recipe.channels} but backbone.in_channels={wanted}; "
+            "they must match (leave backbone.in_channels at ${augment.channels})"
+        )
+    if data_channels == 3 and wanted == 1:
+        raise ConfigError(
+            f"data '{cfg.data.dataset}' has 3-channel (RGB) images but the backbone takes "
+            "1-channel (grayscale) images. Use an RGB recipe, e.g. augment=cifar "
+            "(backbone.in_channels follows augment.channels)."
+        )
+
+
+def pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Run one pretraining job and return its final metrics (also in ``metrics.json``)."""
+    started = time.perf_counter()
+    output_dir = Path(cfg.output_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    recipe = instantiate(cfg.augment)
+    datamodule.use_views(recipe)
+    datamodule.prepare_data()  # a missing dataset fails here, before anything is built
+    backbone = instantiate(cfg.backbone)
+    check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
+
+    # A partial, then called: instantiate() would turn the recipe dataclass into a config.
+    model = instantiate(cfg.model, _partial_=True)(
+        backbone=backbone,
+        loss=instantiate(cfg.loss),
+        augment=recipe,
+        optimizer=instantiate(cfg.optim.optimizer),
+        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
+    )
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_logger(cfg))
+
+    trainer.fit(model, datamodule=datamodule)
+    knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
+    if knn is not None and knn.last_epoch != trainer.current_epoch - 1:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+
+    metrics: dict[str, Any] = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
+    }
+    if knn is not None:
+        metrics["val/knn_num_test_samples"] = knn.num_test_samples
+    throughput = next((c for c in callbacks if isinstance(c, ViewThroughput)), None)
+    if throughput is not None and throughput.views_per_sec is not None:
+        metrics["train/views_per_sec"] = throughput.views_per_sec
+    metrics["time/total_seconds"] = time.perf_counter() - started
+    metrics["train/epochs"] = trainer.current_epoch
+    if trainer.is_global_zero:
+        save_backbone(
+            model.backbone,
+            str(output_dir / "backbone.pt"),
+            recipe=asdict(recipe),
+            dataset=str(cfg.data.dataset),
+            num_classes=int(cfg.data.num_classes),
+            metrics=metrics,
+        )
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        summary = ", ".join(
+            f"{k}={metrics[k]:.4f}" for k in ("val/knn_top1", "val/online_top1") if k in metrics
+        )
+        log.info("finished in %.0f s: %s", metrics["time/total_seconds"], summary)
+        print(f"\nResults: {summary} ({metrics['time/total_seconds'] / 60:.1f} min)")
+        print(f"Run directory: {output_dir.resolve()}")
+    return metrics
