@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from contrastive.backbones import in_channels, save_backbone
 from contrastive.callbacks import KNNMonitor, ViewThroughput
 from contrastive.errors import ConfigError
+from contrastive.methods import SimCLR
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
-    logger = instantiate(cfg.logger)
+    logger = instantiate(cfg.logger, _convert_="all")
     logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return logger
 
@@ -48,29 +49,37 @@ def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConf
         )
 
 
+def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
+    """Instantiate the datamodule, model, callbacks and trainer, checking them first."""
+    datamodule = instantiate(cfg.data, _convert_="all")
+    recipe = instantiate(cfg.augment, _convert_="all")
+    datamodule.use_views(recipe)
+    datamodule.prepare_data()  # a missing dataset fails here, before anything is built
+    backbone = instantiate(cfg.backbone, _convert_="all")
+    check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
+    # A partial, then called: instantiate() would turn the recipe dataclass into a config.
+    model: SimCLR = instantiate(cfg.model, _partial_=True, _convert_="all")(
+        backbone=backbone,
+        loss=instantiate(cfg.loss, _convert_="all"),
+        augment=recipe,
+        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
+        scheduler=instantiate(cfg.optim.scheduler, _convert_="all")
+        if cfg.optim.get("scheduler")
+        else None,
+    )
+    callbacks = [
+        instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
+    ]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_logger(cfg))
+    return datamodule, model, callbacks, trainer
+
+
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Run one pretraining job and return its final metrics (also in ``metrics.json``)."""
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-
-    datamodule = instantiate(cfg.data)
-    recipe = instantiate(cfg.augment)
-    datamodule.use_views(recipe)
-    datamodule.prepare_data()  # a missing dataset fails here, before anything is built
-    backbone = instantiate(cfg.backbone)
-    check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
-
-    # A partial, then called: instantiate() would turn the recipe dataclass into a config.
-    model = instantiate(cfg.model, _partial_=True)(
-        backbone=backbone,
-        loss=instantiate(cfg.loss),
-        augment=recipe,
-        optimizer=instantiate(cfg.optim.optimizer),
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None,
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_logger(cfg))
+    datamodule, model, callbacks, trainer = build(cfg)
 
     trainer.fit(model, datamodule=datamodule)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
@@ -91,7 +100,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         save_backbone(
             model.backbone,
             str(output_dir / "backbone.pt"),
-            recipe=asdict(recipe),
+            recipe=asdict(model.recipe),
             dataset=str(cfg.data.dataset),
             num_classes=int(cfg.data.num_classes),
             metrics=metrics,
@@ -103,4 +112,14 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         log.info("finished in %.0f s: %s", metrics["time/total_seconds"], summary)
         print(f"\nResults: {summary} ({metrics['time/total_seconds'] / 60:.1f} min)")
         print(f"Run directory: {output_dir.resolve()}")
+    finish_loggers(trainer, metrics)
     return metrics
+
+
+def finish_loggers(trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
+    """Put the final metrics in each W&B run's summary and close it, so the run file is
+    complete when the job returns (not only at interpreter exit)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
+            logger.experiment.summary.update(metrics)
+            logger.experiment.finish()

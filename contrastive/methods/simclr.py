@@ -95,7 +95,7 @@ class SimCLR(pl.LightningModule):
             loss = self.loss.forward_views(embeddings)
         stats = similarity_stats(embeddings[0].detach(), embeddings[1].detach())
         self.log(
-            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch_size
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size
         )
         self.log("train/pos_sim", stats["pos_sim"], on_step=True, on_epoch=False)
         self.log("train/neg_sim", stats["neg_sim"], on_step=True, on_epoch=False)

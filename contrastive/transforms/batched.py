@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from contrastive.transforms.recipe import ViewRecipe
 
-# ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
-_LUMA = (0.299, 0.587, 0.114)
+# ITU-R 601-2 luma with torchvision's coefficients (rgb_to_grayscale uses 0.2989, not 0.299).
+_LUMA = (0.2989, 0.587, 0.114)
 
 
 def to_float(images: Tensor) -> Tensor:

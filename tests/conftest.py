@@ -1,0 +1,58 @@
+"""Shared fixtures: composing the Hydra configs the way the entry points do."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from contrastive.cli import CONF_DIR
+
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fashion_mnist = pytest.mark.skipif(
+    not REAL_FASHION_MNIST.exists(), reason="Fashion-MNIST not installed (make data)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """``compose_cfg(*overrides, config_name="pretrain")`` -> a resolved-ready config whose
+    output_dir is this test's tmp_path, with HydraConfig set as in a real run."""
+    GlobalHydra.instance().clear()
+
+    def _compose(*overrides: str, config_name: str = "pretrain") -> DictConfig:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.output_dir = str(tmp_path)
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg.hydra  # as in a real run: the task sees no `hydra` node
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def options(group: str) -> list[str]:
+    """Every option of a config group, from the files in conf/<group>/."""
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+os.environ.setdefault("WANDB_SILENT", "true")

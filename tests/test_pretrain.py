@@ -1,0 +1,184 @@
+"""The pretraining job end to end (in-process and through the CLI), on CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+
+from contrastive.backbones import load_backbone
+from contrastive.train import pretrain
+from tests.conftest import needs_fashion_mnist
+from tests.data.test_sources import CIFAR10_FILES, write_cifar
+from tests.wandb_reader import wait_for_run
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def cifar10_root(tmp_path: Path) -> Path:
+    root = tmp_path / "cifar"
+    write_cifar(
+        root / "cifar-10-batches-py",
+        {name: 24 for name in CIFAR10_FILES},
+        "labels",
+        "batches.meta",
+        "label_names",
+        [f"class{i}" for i in range(10)],
+        like_official=True,
+    )
+    return root
+
+
+@needs_fashion_mnist
+def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path) -> None:
+    cfg = compose_cfg(*FAST, "data.batch_size=64", "data.eval_batch_size=500")
+    metrics = pretrain(cfg)
+
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+    assert 0.0 <= written["val/knn_top1"] <= 1.0 and "val/online_top1" in written
+    # limit_val_batches=2 with eval batches of 500 -> 1000 test images scored.
+    assert written["val/knn_num_test_samples"] == 1000
+
+    backbone, payload = load_backbone(str(tmp_path / "backbone.pt"))
+    assert payload["spec"]["name"] == "small_cnn" and payload["dataset"] == "fashion_mnist"
+    images = torch.randn(2, 1, 28, 28)
+    model_backbone = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    state = {
+        k.removeprefix("backbone."): v
+        for k, v in model_backbone["state_dict"].items()
+        if k.startswith("backbone.")
+    }
+    reference, _ = load_backbone(str(tmp_path / "backbone.pt"))
+    reference.load_state_dict(state)
+    backbone.eval(), reference.eval()
+    assert torch.equal(backbone(images), reference(images))
+
+    run = wait_for_run(tmp_path / "wandb")
+    steps = [step for step, _ in run.metric("train/loss")]
+    assert len(steps) >= 3 and steps == sorted(steps)
+    assert run.config["loss"]["temperature"] == cfg.loss.temperature
+    assert run.config["data"]["dataset"] == "fashion_mnist"
+    assert run.run["group"] == "fashion_mnist_simclr" and run.run["job_type"] == "pretrain"
+    for key in ("train/lr", "train/temperature", "train/pos_sim", "train/neg_sim"):
+        assert run.metric(key), key
+    assert run.metric("val/knn_top1") and run.metric("val/online_top1")
+
+
+def test_cifar10_experiment_runs_a_few_steps(compose_cfg: Any, tmp_path: Path) -> None:
+    root = cifar10_root(tmp_path)
+    cfg = compose_cfg(
+        "experiment=cifar10_simclr",
+        f"data.root={root}",
+        "data.batch_size=16",
+        "data.eval_batch_size=32",
+        "logger=csv",
+        *FAST,
+    )
+    metrics = pretrain(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    backbone, payload = load_backbone(str(tmp_path / "backbone.pt"))
+    assert payload["spec"] == {
+        "name": "resnet18",
+        "kwargs": {"in_channels": 3, "small_stem": True},
+    }
+    assert backbone(torch.zeros(1, 3, 32, 32)).shape == (1, 512)
+
+
+def test_standard_stem_resnet_backbone_loads_into_torchvision(
+    compose_cfg: Any, tmp_path: Path
+) -> None:
+    cfg = compose_cfg(
+        "data=synthetic",
+        "data.channels=3",
+        "data.image_size=32",
+        "data.num_samples=64",
+        "data.batch_size=16",
+        "augment=cifar",
+        "backbone=resnet18",
+        "backbone.small_stem=false",
+        "logger=none",
+        *FAST,
+    )
+    pretrain(cfg)
+    payload = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    reference = torchvision.models.resnet18()
+    missing, unexpected = reference.load_state_dict(payload["state_dict"], strict=False)
+    assert sorted(missing) == ["fc.bias", "fc.weight"] and unexpected == []
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard", "none"])
+def test_other_loggers(compose_cfg: Any, tmp_path: Path, logger: str) -> None:
+    cfg = compose_cfg(
+        "data=synthetic", "data.num_samples=64", "data.batch_size=16", f"logger={logger}", *FAST
+    )
+    pretrain(cfg)
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert {"csv": "csv", "tensorboard": "tensorboard", "none": "metrics.json"}[logger] in written
+    assert "wandb" not in written
+
+
+def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+
+
+def assert_clear_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_cli_missing_dataset(tmp_path: Path) -> None:
+    result = run_cli(
+        "data=cifar10",
+        "augment=cifar",
+        f"data.root={tmp_path / 'nothing'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert_clear_error(result, "CIFAR-10", "data.download=true")
+
+
+def test_cli_unknown_config_option_lists_the_valid_ones(tmp_path: Path) -> None:
+    result = run_cli("backbone=vgg11", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert_clear_error(result, "vgg11", "small_cnn", "resnet18")
+
+
+def test_cli_bad_temperature(tmp_path: Path) -> None:
+    result = run_cli(
+        "loss.temperature=-0.5",
+        "data=synthetic",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert_clear_error(result, "temperature", "-0.5")
+
+
+def test_cli_grayscale_backbone_fed_rgb(tmp_path: Path) -> None:
+    result = run_cli(
+        "data=synthetic", "data.channels=3", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert_clear_error(result, "3-channel", "1-channel", "augment=cifar")
