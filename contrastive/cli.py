@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
+# SimCLR makes its views in LightningModule.on_after_batch_transfer on purpose; Lightning
+# notes at every fit that the module's hook wins over the datamodule's.
+warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
 USER_ERRORS = (ConfigError, DatasetNotFoundError, DatasetFormatError, InstantiationException)
 
 

@@ -25,6 +25,10 @@ from contrastive.methods import SimCLR
 log = logging.getLogger(__name__)
 
 
+def scalars(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
 def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
@@ -82,13 +86,14 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, callbacks, trainer = build(cfg)
 
     trainer.fit(model, datamodule=datamodule)
+    metrics: dict[str, Any] = scalars(trainer.callback_metrics)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
     if knn is not None and knn.last_epoch != trainer.current_epoch - 1:
+        # The last epoch was not validated: score the final weights (validate() replaces
+        # callback_metrics, so merge rather than re-read).
         trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics.update(scalars(trainer.callback_metrics))
 
-    metrics: dict[str, Any] = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1
-    }
     if knn is not None:
         metrics["val/knn_num_test_samples"] = knn.num_test_samples
     throughput = next((c for c in callbacks if isinstance(c, ViewThroughput)), None)

@@ -51,6 +51,9 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == pytest.approx(metrics)
+    # The default validates every 3 epochs; a 1-epoch run still ends with a validation,
+    # and keeps the training metrics beside the validation ones.
+    assert {"train/loss", "val/knn_top1", "val/online_top1"} <= set(written)
     assert 0.0 <= written["val/knn_top1"] <= 1.0 and "val/online_top1" in written
     # limit_val_batches=2 with eval batches of 500 -> 1000 test images scored.
     assert written["val/knn_num_test_samples"] == 1000

@@ -19,6 +19,7 @@ class ViewThroughput(pl.Callback):
         self.smoothing = smoothing
         self._last: float | None = None
         self.views_per_sec: float | None = None
+        self.rates: list[float] = []  # every batch's instantaneous rate, for benchmarks
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last = None
@@ -35,6 +36,7 @@ class ViewThroughput(pl.Callback):
         if self._last is not None:
             views = outputs["num_views"] * trainer.world_size
             rate = views / max(now - self._last, 1e-9)
+            self.rates.append(rate)
             if self.views_per_sec is None:
                 self.views_per_sec = rate
             else:
