@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,14 +68,25 @@ def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
         loss=instantiate(cfg.loss, _convert_="all"),
         augment=recipe,
         optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
+        lr_scaling=cfg.optim.get("lr_scaling", "none"),
+        augment_seed=int(cfg.seed),
         scheduler=instantiate(cfg.optim.scheduler, _convert_="all")
         if cfg.optim.get("scheduler")
         else None,
     )
+    trainer_overrides: dict[str, Any] = {}
+    on_cpu = cfg.trainer.accelerator == "cpu" or (
+        cfg.trainer.accelerator == "auto" and not torch.cuda.is_available()
+    )
+    if cfg.trainer.get("sync_batchnorm") and on_cpu:
+        log.warning("SyncBatchNorm needs GPUs; on CPU each process keeps its own BN statistics")
+        trainer_overrides["sync_batchnorm"] = False
     callbacks = [
         instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
     ]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=build_logger(cfg))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=build_logger(cfg), **trainer_overrides
+    )
     return datamodule, model, callbacks, trainer
 
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastive.callbacks.gather import eval_set_size, gather_in_order
+
 
 def knn_predict(
     query: Tensor,
@@ -84,11 +86,9 @@ class KNNMonitor(pl.Callback):
         self._labels[dataloader_idx].append(outputs["labels"].detach())
 
     def _gathered(self, pl_module: pl.LightningModule, idx: int) -> tuple[Tensor, Tensor]:
-        features = torch.cat(self._features[idx])
-        labels = torch.cat(self._labels[idx])
-        if pl_module.trainer.world_size > 1:
-            features = torch.as_tensor(pl_module.all_gather(features)).flatten(0, 1)
-            labels = torch.as_tensor(pl_module.all_gather(labels)).flatten(0, 1)
+        size = eval_set_size(pl_module.trainer, idx)
+        features = gather_in_order(pl_module, torch.cat(self._features[idx]), size)
+        labels = gather_in_order(pl_module, torch.cat(self._labels[idx]), size)
         return features, labels
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

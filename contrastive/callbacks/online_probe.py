@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastive.callbacks.gather import eval_set_size, gather_in_order
 from contrastive.heads import LinearHead
 
 
@@ -30,8 +31,9 @@ class OnlineLinearProbe(pl.Callback):
         self.head: nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._correct = torch.zeros(())
-        self._total = torch.zeros(())
+        self.num_test_samples = 0
+        self._predictions: list[Tensor] = []
+        self._labels: list[Tensor] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         dim = int(pl_module.feature_dim)  # type: ignore[arg-type]
@@ -65,8 +67,7 @@ class OnlineLinearProbe(pl.Callback):
         pl_module.log("train/online_loss", loss.detach(), on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._correct = torch.zeros((), device=pl_module.device)
-        self._total = torch.zeros((), device=pl_module.device)
+        self._predictions, self._labels = [], []
 
     @torch.no_grad()
     def on_validation_batch_end(
@@ -83,18 +84,19 @@ class OnlineLinearProbe(pl.Callback):
         self.head.eval()
         features: Tensor = outputs["features"].float()
         labels: Tensor = outputs["labels"]
-        predictions = self.head(features).argmax(dim=1)
-        self._correct += (predictions == labels).sum()
-        self._total += labels.numel()
+        self._predictions.append(self.head(features).argmax(dim=1))
+        self._labels.append(labels)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self._total.item() == 0:
+        if trainer.sanity_checking or not self._labels:
             return
-        correct, total = self._correct, self._total
-        if trainer.world_size > 1:
-            correct = torch.as_tensor(pl_module.all_gather(correct)).sum()
-            total = torch.as_tensor(pl_module.all_gather(total)).sum()
-        pl_module.log("val/online_top1", correct / total, rank_zero_only=True)
+        # Gathered in dataset order, so every test sample counts once under DDP.
+        size = eval_set_size(trainer, 1)
+        predictions = gather_in_order(pl_module, torch.cat(self._predictions), size)
+        labels = gather_in_order(pl_module, torch.cat(self._labels), size)
+        top1 = (predictions == labels).float().mean()
+        pl_module.log("val/online_top1", top1, rank_zero_only=True)
+        self.num_test_samples = int(labels.numel())
 
     def state_dict(self) -> dict[str, Any]:
         if self.head is None or self.optimizer is None:

@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from contrastive.backbones import feature_dim
 from contrastive.losses import InfoNCELoss, similarity_stats
-from contrastive.optim import param_groups
+from contrastive.optim import param_groups, scale_learning_rate
 from contrastive.transforms import BatchedViews, ViewRecipe, normalize, to_float
 
 
@@ -32,6 +32,11 @@ class SimCLR(pl.LightningModule):
         scheduler: builds a per-step LR scheduler from ``(optimizer, total_steps,
             steps_per_epoch)`` (a Hydra partial), or ``None``.
         channels_last: run the backbone in channels-last memory format.
+        lr_scaling: ``none``, ``linear`` or ``sqrt``: scale the optimiser's ``lr`` (then the
+            rate at a global batch of 256) with the global batch, per-process batch x
+            processes x accumulation (:func:`contrastive.optim.scale_learning_rate`).
+        augment_seed: seed of the view generator; each process adds its global rank, so
+            ranks draw different augmentations.
     """
 
     def __init__(
@@ -43,6 +48,8 @@ class SimCLR(pl.LightningModule):
         optimizer: Callable[[Any], Optimizer],
         scheduler: Callable[..., LRScheduler] | None = None,
         channels_last: bool = False,
+        lr_scaling: str = "none",
+        augment_seed: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -54,6 +61,11 @@ class SimCLR(pl.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
+        if lr_scaling not in ("none", "linear", "sqrt"):
+            raise ValueError(f"lr_scaling must be none, linear or sqrt, got {lr_scaling!r}")
+        self.lr_scaling = lr_scaling
+        self.augment_seed = augment_seed
+        self._view_generator: torch.Generator | None = None
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
@@ -62,9 +74,16 @@ class SimCLR(pl.LightningModule):
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
             if images.ndim == 4:  # uint8 (B, C, H, W): make the views here
-                return self.views(images), labels
+                return self.views(images, self.view_generator(images.device)), labels
             return images.transpose(0, 1), labels  # per-sample views (B, V, ...) -> (V, B, ...)
         return self.prepare_eval_images(images), labels
+
+    def view_generator(self, device: torch.device) -> torch.Generator:
+        """This process's augmentation RNG: seeded ``augment_seed + global_rank``."""
+        if self._view_generator is None or self._view_generator.device != device:
+            self._view_generator = torch.Generator(device=device)
+            self._view_generator.manual_seed(self.augment_seed + self.global_rank)
+        return self._view_generator
 
     def prepare_eval_images(self, images: Tensor) -> Tensor:
         """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
@@ -118,7 +137,16 @@ class SimCLR(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
         modules = nn.ModuleList([self.backbone, self.projection_head])
-        optimizer = self.optimizer_factory(param_groups(modules, weight_decay))
+        groups = param_groups(modules, weight_decay)
+        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if self.lr_scaling != "none" and base_lr is not None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            batch_size = int(getattr(datamodule, "batch_size", 256))
+            global_batch = batch_size * self.trainer.world_size
+            global_batch *= self.trainer.accumulate_grad_batches
+            for group in groups:
+                group["lr"] = scale_learning_rate(base_lr, global_batch, self.lr_scaling)
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
