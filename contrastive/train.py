@@ -38,6 +38,24 @@ def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
     return logger
 
 
+def resume_path(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``resume=auto`` takes the run directory's
+    ``checkpoints/last.ckpt`` when there is one (a requeued SLURM or submitit job reruns in
+    the same directory); ``resume=<path>`` takes that file; ``resume=null`` starts fresh."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            log.info("resuming from %s", last)
+            return str(last)
+        return None
+    if not Path(resume).is_file():
+        raise ConfigError(f"resume={resume!r}: no such checkpoint file (or use resume=auto)")
+    return str(resume)
+
+
 def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConfig) -> None:
     """Refuse, before any work, a backbone or recipe that cannot take the data's images."""
     wanted = in_channels(backbone)
@@ -97,7 +115,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, callbacks, trainer = build(cfg)
 
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     metrics: dict[str, Any] = scalars(trainer.callback_metrics)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
     if knn is not None and knn.last_epoch != trainer.current_epoch - 1:

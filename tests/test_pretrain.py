@@ -185,3 +185,25 @@ def test_cli_grayscale_backbone_fed_rgb(tmp_path: Path) -> None:
         "data=synthetic", "data.channels=3", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
     )
     assert_clear_error(result, "3-channel", "1-channel", "augment=cifar")
+
+
+def test_resume_auto_continues_from_last_checkpoint(compose_cfg: Any, tmp_path: Path) -> None:
+    """A requeued job reruns in the same directory and continues where it stopped."""
+    common = ["data=synthetic", "data.num_samples=128", "data.batch_size=32", "logger=none"]
+    first = pretrain(compose_cfg(*common, "trainer.max_epochs=1"))
+    assert first["train/epochs"] == 1
+    steps_per_epoch = 128 // 32
+    before = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert before["global_step"] == steps_per_epoch
+    second = pretrain(compose_cfg(*common, "trainer.max_epochs=2"))
+    after = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert second["train/epochs"] == 2
+    assert after["global_step"] == 2 * steps_per_epoch  # one more epoch, not two
+
+
+def test_resume_from_a_missing_file_is_a_clear_error(compose_cfg: Any, tmp_path: Path) -> None:
+    from contrastive.errors import ConfigError
+
+    cfg = compose_cfg("data=synthetic", "logger=none", f"resume={tmp_path}/x.ckpt")
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        pretrain(cfg)

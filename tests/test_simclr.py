@@ -48,3 +48,42 @@ def test_eval_images_are_resized_to_the_recipe() -> None:
     model = make_model(False)
     out = model.prepare_eval_images(torch.zeros(3, 1, 40, 40, dtype=torch.uint8))
     assert out.shape == (3, 1, 28, 28)
+
+
+def attach_fake_trainer(model: SimCLR, **attributes: object) -> None:
+    from types import SimpleNamespace
+
+    model._trainer = SimpleNamespace(**attributes)  # type: ignore[assignment]
+
+
+def test_each_rank_draws_its_own_augmentations() -> None:
+    images = torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8)
+    views = {}
+    for rank in (0, 1):
+        model = make_model(False)
+        attach_fake_trainer(model, global_rank=rank)
+        views[rank] = model.views(images, model.view_generator(images.device))
+    again = make_model(False)
+    attach_fake_trainer(again, global_rank=1)
+    assert not torch.equal(views[0], views[1])  # ranks differ
+    torch.testing.assert_close(again.views(images, again.view_generator(images.device)), views[1])
+
+
+def test_learning_rate_scales_with_the_global_batch() -> None:
+    from types import SimpleNamespace
+
+    rates = {}
+    for rule in ("none", "linear", "sqrt"):
+        model = make_model(False)
+        model.lr_scaling = rule
+        attach_fake_trainer(
+            model,
+            world_size=4,
+            accumulate_grad_batches=2,
+            datamodule=SimpleNamespace(batch_size=128),
+            global_rank=0,
+        )
+        optimizer = model.configure_optimizers()
+        rates[rule] = {group["lr"] for group in optimizer.param_groups}
+    # global batch = 128 x 4 processes x 2 accumulation = 1024 = 4 x 256
+    assert rates == {"none": {1e-3}, "linear": {4e-3}, "sqrt": {2e-3}}
