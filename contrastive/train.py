@@ -118,7 +118,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     metrics: dict[str, Any] = scalars(trainer.callback_metrics)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
-    if knn is not None and knn.last_epoch != trainer.current_epoch - 1:
+    if knn is not None and datamodule.labelled and knn.last_epoch != trainer.current_epoch - 1:
         # The last epoch was not validated: score the final weights (validate() replaces
         # callback_metrics, so merge rather than re-read).
         trainer.validate(model, datamodule=datamodule, verbose=False)

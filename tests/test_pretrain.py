@@ -207,3 +207,43 @@ def test_resume_from_a_missing_file_is_a_clear_error(compose_cfg: Any, tmp_path:
     cfg = compose_cfg("data=synthetic", "logger=none", f"resume={tmp_path}/x.ckpt")
     with pytest.raises(ConfigError, match="no such checkpoint"):
         pretrain(cfg)
+
+
+def write_image_folder(root: Path, classes: list[str] | None, count: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for folder in [root / c for c in classes] if classes else [root]:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_image_folder_pretraining(compose_cfg: Any, tmp_path: Path, labelled: bool) -> None:
+    data = tmp_path / "images"
+    classes = ["cat", "dog"] if labelled else None
+    write_image_folder(data / "train", classes, 12)
+    if labelled:
+        write_image_folder(data / "val", classes, 5)
+    cfg = compose_cfg(
+        "data=image_folder",
+        f"data.root={data}",
+        "data.num_classes=2",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        f"data.labelled={labelled}",
+        "augment=cifar",
+        "logger=none",
+        *FAST,
+    )
+    metrics = pretrain(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    if labelled:
+        assert metrics["val/knn_num_test_samples"] == 10  # every val image, once
+    else:
+        assert "val/knn_top1" not in metrics

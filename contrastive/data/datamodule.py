@@ -92,6 +92,9 @@ class ImageDataModule(pl.LightningDataModule):
             batches for the batched path do not).
         bank_size: use only the first ``bank_size`` bank images (``None``: all).
         image_size, channels: for ``image_folder`` only (resize target and mode).
+        labelled: for ``image_folder`` only: ``False`` pretrains on every image under
+            ``root/train`` (no class folders needed) and skips kNN / online-probe scoring.
+        on_bad_image: for ``image_folder`` only: ``error`` or ``skip`` unreadable images.
         num_samples, num_classes: for ``synthetic`` only.
     """
 
@@ -108,6 +111,8 @@ class ImageDataModule(pl.LightningDataModule):
         channels: int = 3,
         num_samples: int = 2048,
         num_classes: int = 10,
+        labelled: bool = True,
+        on_bad_image: str = "error",
     ) -> None:
         super().__init__()
         if dataset not in SPLITS:
@@ -125,6 +130,10 @@ class ImageDataModule(pl.LightningDataModule):
         self.channels = channels
         self.num_samples = num_samples
         self.num_classes = num_classes
+        self.labelled = labelled or dataset != "image_folder"
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_image must be error or skip, got {on_bad_image!r}")
+        self.on_bad_image = on_bad_image
         self.view_recipe: ViewRecipe | None = None
         self._splits: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
         self.classes: tuple[str, ...] = ()
@@ -139,7 +148,13 @@ class ImageDataModule(pl.LightningDataModule):
         dataset: Dataset[tuple[Tensor, Tensor]]
         if self.dataset == "image_folder":
             root = f"{self.root}/{split}"
-            folder = ImageFolderDataset(root, image_size=self.image_size, channels=self.channels)
+            folder = ImageFolderDataset(
+                root,
+                image_size=self.image_size,
+                channels=self.channels,
+                labelled=self.labelled,
+                on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
+            )
             self.classes = tuple(folder.classes)
             dataset = folder  # type: ignore[assignment]
         else:
@@ -158,18 +173,22 @@ class ImageDataModule(pl.LightningDataModule):
         self._splits[split] = dataset
         return dataset
 
+    def _needed_splits(self) -> set[str]:
+        splits = SPLITS[self.dataset]
+        return set(splits) if self.labelled else {splits[0]}
+
     def prepare_data(self) -> None:
         # Fails early, with the message of sources.DatasetNotFoundError, if data is missing.
-        for split in set(SPLITS[self.dataset]):
+        for split in self._needed_splits():
             self._load(split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split in set(SPLITS[self.dataset]):
+        for split in self._needed_splits():
             self._load(split)
 
     def sample_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of the test images."""
-        image, _ = self._load(SPLITS[self.dataset][2])[0]
+        """``(C, H, W)`` of the images."""
+        image, _ = self._load(SPLITS[self.dataset][2 if self.labelled else 0])[0]
         return tuple(image.shape)  # type: ignore[return-value]
 
     def _loader(self, dataset: Dataset[Any], batch_size: int, shuffle: bool) -> DataLoader[Any]:
@@ -191,6 +210,8 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader(dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> list[DataLoader[Any]]:
+        if not self.labelled:
+            return []  # nothing to score an unlabelled folder against
         _, bank_split, test_split = SPLITS[self.dataset]
         bank = self._load(bank_split)
         if self.bank_size is not None and self.bank_size < len(bank):  # type: ignore[arg-type]
