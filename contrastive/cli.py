@@ -12,6 +12,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from contrastive.checkpoints import CheckpointError
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 from contrastive.errors import ConfigError
 
@@ -28,7 +29,13 @@ CONF_DIR = _conf_dir()
 # SimCLR makes its views in LightningModule.on_after_batch_transfer on purpose; Lightning
 # notes at every fit that the module's hook wins over the datamodule's.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-USER_ERRORS = (ConfigError, DatasetNotFoundError, DatasetFormatError, InstantiationException)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    DatasetNotFoundError,
+    DatasetFormatError,
+    InstantiationException,
+)
 
 
 def _user_error_message(error: BaseException) -> str:
@@ -57,3 +64,11 @@ def pretrain_main(cfg: DictConfig) -> float | None:
     from contrastive.train import pretrain
 
     return run_job(pretrain, cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="linear_probe", version_base="1.3")
+def linear_probe_main(cfg: DictConfig) -> float | None:
+    """``contrastive-linear-probe pretrained=<run dir | backbone.pt | last.ckpt>``."""
+    from contrastive.evaluate import linear_probe
+
+    return run_job(linear_probe, cfg)

@@ -191,12 +191,14 @@ class ImageDataModule(pl.LightningDataModule):
         image, _ = self._load(SPLITS[self.dataset][2 if self.labelled else 0])[0]
         return tuple(image.shape)  # type: ignore[return-value]
 
-    def _loader(self, dataset: Dataset[Any], batch_size: int, shuffle: bool) -> DataLoader[Any]:
+    def _loader(
+        self, dataset: Dataset[Any], batch_size: int, shuffle: bool, drop_last: bool | None = None
+    ) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
-            drop_last=shuffle,
+            drop_last=shuffle if drop_last is None else drop_last,
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
@@ -208,6 +210,19 @@ class ImageDataModule(pl.LightningDataModule):
         if self.view_recipe is not None and self.view_recipe.backend == "per_sample":
             dataset = _TransformedDataset(dataset, PerSampleViews(self.view_recipe))
         return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def labelled_loaders(self, batch_size: int) -> tuple[DataLoader[Any], DataLoader[Any]]:
+        """Unaugmented uint8 ``(train, test)`` loaders of the labelled splits, the training
+        one shuffled: what a linear probe trains and tests on."""
+        _, train_split, test_split = SPLITS[self.dataset]
+        return (
+            self._loader(self._load(train_split), batch_size, shuffle=True, drop_last=False),
+            self._loader(self._load(test_split), batch_size, shuffle=False),
+        )
+
+    def labels(self, split: str = "train") -> Tensor:
+        """All labels of a split, without decoding any image."""
+        return torch.as_tensor(self._load(split).labels)  # type: ignore[attr-defined]
 
     def val_dataloader(self) -> list[DataLoader[Any]]:
         if not self.labelled:

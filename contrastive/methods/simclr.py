@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +133,13 @@ class SimCLR(pl.LightningModule):
     ) -> dict[str, Tensor]:
         images, labels = batch
         return {"features": self.embed(images), "labels": labels}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What the evaluation jobs need to rebuild the backbone from this file alone.
+        checkpoint["contrastive"] = {
+            "spec": getattr(self.backbone, "backbone_spec", None),
+            "recipe": dataclasses.asdict(self.recipe),
+        }
 
     # --- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

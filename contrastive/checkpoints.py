@@ -1,0 +1,96 @@
+"""Load a pretrained backbone from a run directory, ``backbone.pt`` or a Lightning ``.ckpt``.
+
+Everything is read with ``torch.load(weights_only=True)``: tensors and plain containers
+only, so a file from a stranger cannot run code. Every failure is a
+:class:`CheckpointError` that names the file and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from contrastive.backbones import build_backbone
+
+BACKBONE_FORMAT = "contrastive.backbone/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what was expected."""
+
+
+def _read(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, garbage, or a pickle needing code
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}); expected a backbone.pt or a Lightning "
+            "last.ckpt written by contrastive's pretraining job"
+        ) from None
+
+
+def resolve(path: str | Path) -> Path:
+    """A run directory resolves to its ``backbone.pt`` (else ``checkpoints/last.ckpt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "backbone.pt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"{path} holds neither backbone.pt nor checkpoints/last.ckpt; "
+            "pass a pretraining run directory or one of those files"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or run directory")
+    return path
+
+
+def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the pretrained backbone described by ``path`` and load its weights.
+
+    Returns the backbone (in eval mode) and the file's metadata: ``spec``, ``recipe`` (the
+    view recipe it was trained with, as a dict), ``dataset``, ``num_classes``, ``path``.
+    """
+    file = resolve(path)
+    payload = _read(file)
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{file} holds a {type(payload).__name__}, not a checkpoint dict")
+    if payload.get("format") == BACKBONE_FORMAT:
+        info = {k: v for k, v in payload.items() if k != "state_dict"}
+        state = payload["state_dict"]
+    elif "state_dict" in payload and "contrastive" in payload:  # Lightning checkpoint
+        info = dict(payload["contrastive"])
+        state = {
+            k.removeprefix("backbone."): v
+            for k, v in payload["state_dict"].items()
+            if k.startswith("backbone.")
+        }
+    else:
+        raise CheckpointError(
+            f"{file} is a torch file but not one of contrastive's checkpoints (no "
+            f"'{BACKBONE_FORMAT}' marker and no 'contrastive' section)"
+        )
+    spec = info.get("spec")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"{file} does not say which backbone it holds (no 'spec')")
+    try:
+        backbone = build_backbone(spec["name"], **spec.get("kwargs", {}))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{file}: cannot rebuild backbone {spec}: {error}") from None
+    expected = backbone.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{file}: its weights do not fit the backbone it names ({spec['name']}, "
+            f"{spec.get('kwargs', {})}): missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, wrong shapes {shapes[:5]} — is it from another backbone?"
+        )
+    backbone.load_state_dict(state)
+    info["path"] = str(file)
+    return backbone.eval(), info
