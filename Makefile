@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?= -m "not slow"
 ARGS ?=
+DATA_ROOT ?= $(or $(CONTRASTIVE_DATA_ROOT),data)
 
 .PHONY: install data demo test test-all lint format bench clean
 
@@ -20,14 +21,14 @@ $(STAMP): pyproject.toml
 
 # Fashion-MNIST: Debian's package where apt is usable, else torchvision's download into data/.
 data: install
-	@if [ -f "$(DEBIAN_FMNIST)" ] || ls data/FashionMNIST/raw/train-images-idx3-ubyte* >/dev/null 2>&1; then \
+	@if [ -f "$(DEBIAN_FMNIST)" ] || ls $(DATA_ROOT)/FashionMNIST/raw/train-images-idx3-ubyte* >/dev/null 2>&1; then \
 		echo "Fashion-MNIST: present"; \
 	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
 	else \
-		echo "apt-get not usable; downloading Fashion-MNIST into data/ with torchvision"; \
-		$(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('data', download=True); torchvision.datasets.FashionMNIST('data', train=False, download=True)"; \
+		echo "apt-get not usable; downloading Fashion-MNIST into $(DATA_ROOT)/ with torchvision"; \
+		$(PY) -c "import torchvision; torchvision.datasets.FashionMNIST('$(DATA_ROOT)', download=True); torchvision.datasets.FashionMNIST('$(DATA_ROOT)', train=False, download=True)"; \
 	fi
 
 demo: data

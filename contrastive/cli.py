@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue
 
 from contrastive.checkpoints import CheckpointError
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
@@ -35,6 +36,7 @@ USER_ERRORS = (
     DatasetNotFoundError,
     DatasetFormatError,
     InstantiationException,
+    MissingMandatoryValue,
 )
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from contrastive.backbones import in_channels, save_backbone
-from contrastive.callbacks import KNNMonitor, ViewThroughput
+from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
 from contrastive.errors import ConfigError
 from contrastive.methods import SimCLR
 
@@ -46,11 +46,15 @@ def resume_path(cfg: DictConfig) -> str | None:
     if resume is None:
         return None
     if resume == "auto":
-        last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        return None
+        output_dir = Path(cfg.output_dir)
+        candidates = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            return None
+        newest = max(existing, key=lambda p: p.stat().st_mtime)
+        log.info("resuming from %s", newest)
+        # "hpc": Lightning's own SLURM requeue checkpoint, which Lightning then loads.
+        return "hpc" if newest.name.startswith("hpc_ckpt_") else str(newest)
     if not Path(resume).is_file():
         raise ConfigError(f"resume={resume!r}: no such checkpoint file (or use resume=auto)")
     return str(resume)
@@ -80,18 +84,25 @@ def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
     datamodule.prepare_data()  # a missing dataset fails here, before anything is built
     backbone = instantiate(cfg.backbone, _convert_="all")
     check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
-    # A partial, then called: instantiate() would turn the recipe dataclass into a config.
-    model: SimCLR = instantiate(cfg.model, _partial_=True, _convert_="all")(
-        backbone=backbone,
-        loss=instantiate(cfg.loss, _convert_="all"),
-        augment=recipe,
-        optimizer=instantiate(cfg.optim.optimizer, _convert_="all"),
-        lr_scaling=cfg.optim.get("lr_scaling", "none"),
-        augment_seed=int(cfg.seed),
-        scheduler=instantiate(cfg.optim.scheduler, _convert_="all")
-        if cfg.optim.get("scheduler")
-        else None,
+    check_classes(datamodule, cfg)
+    optimizer = instantiate(cfg.optim.optimizer, _convert_="all")
+    scheduler = (
+        instantiate(cfg.optim.scheduler, _convert_="all") if cfg.optim.get("scheduler") else None
     )
+    check_optim(optimizer, scheduler)
+    try:
+        # A partial, then called: instantiate() would turn the recipe dataclass into a config.
+        model: SimCLR = instantiate(cfg.model, _partial_=True, _convert_="all")(
+            backbone=backbone,
+            loss=instantiate(cfg.loss, _convert_="all"),
+            augment=recipe,
+            optimizer=optimizer,
+            lr_scaling=cfg.optim.get("lr_scaling", "none"),
+            augment_seed=int(cfg.seed),
+            scheduler=scheduler,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     trainer_overrides: dict[str, Any] = {}
     on_cpu = cfg.trainer.accelerator == "cpu" or (
         cfg.trainer.accelerator == "auto" and not torch.cuda.is_available()
@@ -99,13 +110,66 @@ def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
     if cfg.trainer.get("sync_batchnorm") and on_cpu:
         log.warning("SyncBatchNorm needs GPUs; on CPU each process keeps its own BN statistics")
         trainer_overrides["sync_batchnorm"] = False
-    callbacks = [
-        instantiate(c, _convert_="all") for c in (cfg.get("callbacks") or {}).values() if c
-    ]
+    callbacks = build_callbacks(cfg, labelled=datamodule.labelled)
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=build_logger(cfg), **trainer_overrides
     )
+    check_batches(datamodule, trainer)
     return datamodule, model, callbacks, trainer
+
+
+def build_callbacks(cfg: DictConfig, labelled: bool) -> list[pl.Callback]:
+    """The configured callbacks; scorers are dropped for unlabelled data, and the best-model
+    checkpoint falls back to "last only" when nothing computes its ``val/knn_top1``."""
+    nodes = {name: node for name, node in (cfg.get("callbacks") or {}).items() if node}
+    if not labelled:
+        nodes = {n: c for n, c in nodes.items() if n not in ("knn", "online_probe")}
+    callbacks = []
+    for node in nodes.values():
+        overrides: dict[str, Any] = {}
+        monitor = node.get("monitor")
+        if monitor == "val/knn_top1" and "knn" not in nodes:
+            overrides = {"monitor": None, "save_top_k": 0}
+        callbacks.append(instantiate(node, _convert_="all", **overrides))
+    return callbacks
+
+
+def check_classes(datamodule: Any, cfg: DictConfig) -> None:
+    """``data.num_classes`` must match the class folders (filled in from them if null)."""
+    if not datamodule.labelled:
+        return
+    classes = datamodule.classes
+    if cfg.data.get("num_classes") is None and classes:
+        with open_dict(cfg):
+            cfg.data.num_classes = len(classes)
+    elif classes and len(classes) != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.num_classes={cfg.data.num_classes} but '{cfg.data.dataset}' has "
+            f"{len(classes)} classes; set data.num_classes={len(classes)} (or null)"
+        )
+
+
+def check_optim(optimizer: Any, scheduler: Any) -> None:
+    """Build the optimiser and schedule once on a dummy parameter, so a bad value (a
+    negative lr, warmup, ...) stops the job before any work."""
+    try:
+        dummy = optimizer([torch.nn.Parameter(torch.zeros(1))])
+        if scheduler is not None:
+            scheduler(dummy, total_steps=10, steps_per_epoch=2)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optim: {error}") from None
+
+
+def check_batches(datamodule: Any, trainer: pl.Trainer) -> None:
+    """At least one full training batch per process (the last partial one is dropped)."""
+    size = len(datamodule.train_dataloader().dataset)
+    needed = datamodule.batch_size * trainer.world_size
+    if size < needed:
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} x {trainer.world_size} process(es) "
+            f"needs at least {needed} training images, but '{datamodule.dataset}' has "
+            f"{size}; lower data.batch_size"
+        )
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
@@ -118,7 +182,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
     metrics: dict[str, Any] = scalars(trainer.callback_metrics)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
-    if knn is not None and datamodule.labelled and knn.last_epoch != trainer.current_epoch - 1:
+    scorers = [c for c in callbacks if isinstance(c, KNNMonitor | OnlineLinearProbe)]
+    final_epoch = trainer.current_epoch - 1
+    if datamodule.labelled and any(s.last_epoch != final_epoch for s in scorers):
         # The last epoch was not validated: score the final weights (validate() replaces
         # callback_metrics, so merge rather than re-read).
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -137,7 +203,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
             str(output_dir / "backbone.pt"),
             recipe=asdict(model.recipe),
             dataset=str(cfg.data.dataset),
-            num_classes=int(cfg.data.num_classes),
+            num_classes=cfg.data.get("num_classes"),
             metrics=metrics,
         )
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -247,3 +247,58 @@ def test_image_folder_pretraining(compose_cfg: Any, tmp_path: Path, labelled: bo
         assert metrics["val/knn_num_test_samples"] == 10  # every val image, once
     else:
         assert "val/knn_top1" not in metrics
+
+
+SYNTH = ["data=synthetic", "data.num_samples=512", "data.batch_size=64", "logger=none"]
+
+
+def test_online_probe_survives_the_final_validation(compose_cfg: Any) -> None:
+    """2 epochs with validation every 3: the score comes from the validate() after fit,
+    which must use the head trained during fit (a fresh head scores ~10%)."""
+    metrics = pretrain(compose_cfg(*SYNTH, "trainer.max_epochs=2", *FAST[3:]))
+    assert metrics["val/online_top1"] > 0.4
+
+
+def test_without_knn_the_checkpoint_keeps_only_last(compose_cfg: Any, tmp_path: Path) -> None:
+    cfg = compose_cfg(*SYNTH, "callbacks.knn=null", "trainer.max_epochs=1", *FAST[3:])
+    metrics = pretrain(cfg)
+    assert "val/knn_top1" not in metrics and "val/online_top1" in metrics
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=1024", "needs at least 1024 training images"),
+        ("optim.lr_scaling=linaer", "lr_scaling must be none, linear or sqrt"),
+        ("optim.optimizer.lr=-1", "optim:"),
+        ("optim.scheduler.warmup_epochs=-1", "warmup_epochs must be >= 0"),
+        ("trainer.max_epochs=-1", "needs a finite length"),
+    ],
+)
+def test_bad_values_stop_before_training(compose_cfg: Any, override: str, message: str) -> None:
+    from contrastive.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        pretrain(compose_cfg(*SYNTH, override, *FAST[3:]))
+
+
+def test_image_folder_class_count_must_match(compose_cfg: Any, tmp_path: Path) -> None:
+    from contrastive.errors import ConfigError
+
+    write_image_folder(tmp_path / "images" / "train", ["a", "b", "c"], 4)
+    write_image_folder(tmp_path / "images" / "val", ["a", "b", "c"], 2)
+    base = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "augment=cifar",
+        "logger=none",
+        *FAST,
+    ]
+    with pytest.raises(ConfigError, match=r"data.num_classes=2 .* has 3 classes"):
+        pretrain(compose_cfg(*base, "data.num_classes=2"))
+    metrics = pretrain(compose_cfg(*base))  # null: counted from the folders
+    assert metrics["val/knn_num_test_samples"] == 6

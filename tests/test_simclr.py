@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
@@ -53,7 +54,7 @@ def test_eval_images_are_resized_to_the_recipe() -> None:
 def attach_fake_trainer(model: SimCLR, **attributes: object) -> None:
     from types import SimpleNamespace
 
-    model._trainer = SimpleNamespace(**attributes)  # type: ignore[assignment]
+    model._trainer = SimpleNamespace(current_epoch=0, **attributes)  # type: ignore[assignment]
 
 
 def test_each_rank_draws_its_own_augmentations() -> None:
@@ -87,3 +88,26 @@ def test_learning_rate_scales_with_the_global_batch() -> None:
         rates[rule] = {group["lr"] for group in optimizer.param_groups}
     # global batch = 128 x 4 processes x 2 accumulation = 1024 = 4 x 256
     assert rates == {"none": {1e-3}, "linear": {4e-3}, "sqrt": {2e-3}}
+
+
+def test_online_probe_restores_its_head_from_a_checkpoint() -> None:
+    from types import SimpleNamespace
+
+    from contrastive.callbacks import OnlineLinearProbe
+
+    module: Any = SimpleNamespace(feature_dim=4, device=torch.device("cpu"))
+    source = OnlineLinearProbe(num_classes=3)
+    source.setup(None, module, "fit")  # type: ignore[arg-type]
+    assert source.head is not None
+    with torch.no_grad():
+        for param in source.head.parameters():
+            param.normal_()
+    state = source.state_dict()
+    # As on resume: Lightning calls setup() before it restores callback state.
+    target = OnlineLinearProbe(num_classes=3)
+    target.setup(None, module, "fit")  # type: ignore[arg-type]
+    target.load_state_dict(state)
+    target.on_fit_start(None, module)  # type: ignore[arg-type]
+    assert target.head is not None
+    for restored, saved in zip(target.head.parameters(), source.head.parameters(), strict=True):
+        assert torch.equal(restored, saved)

@@ -32,18 +32,33 @@ class OnlineLinearProbe(pl.Callback):
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_state: dict[str, Any] | None = None
         self.num_test_samples = 0
+        self.last_epoch = -1
         self._predictions: list[Tensor] = []
         self._labels: list[Tensor] = []
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        dim = int(pl_module.feature_dim)  # type: ignore[arg-type]
-        self.head = LinearHead(dim, self.num_classes, batch_norm=True).to(pl_module.device)
-        self.optimizer = torch.optim.AdamW(
-            self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay
-        )
-        if self._pending_state is not None:
+        # Built once: setup() also runs for trainer.validate() after fit, which must score
+        # the head trained during fit, not a fresh one.
+        if self.head is None:
+            dim = int(pl_module.feature_dim)  # type: ignore[arg-type]
+            self.head = LinearHead(dim, self.num_classes, batch_norm=True)
+            self.optimizer = torch.optim.AdamW(
+                self.head.parameters(), lr=self.lr, weight_decay=self.weight_decay
+            )
+
+    def _to_device(self, device: torch.device) -> None:
+        assert self.head is not None and self.optimizer is not None
+        self.head.to(device)
+        if self._pending_state is not None:  # restored from a checkpoint (setup runs first)
             self.head.load_state_dict(self._pending_state["head"])
-            self.optimizer.load_state_dict(self._pending_state["optimizer"])
+            self.optimizer.load_state_dict(self._pending_state["optimizer"])  # moves state too
+            self._pending_state = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._to_device(pl_module.device)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._to_device(pl_module.device)
 
     def on_train_batch_end(
         self,
@@ -56,14 +71,21 @@ class OnlineLinearProbe(pl.Callback):
         assert self.head is not None and self.optimizer is not None
         features, labels = outputs["features"].detach().float(), outputs["labels"]
         keep = labels >= 0
-        if not bool(keep.any()):
-            return
-        self.head.to(features.device).train()
+        self.head.train()
         with torch.enable_grad():
-            loss = F.cross_entropy(self.head(features[keep]), labels[keep])
+            logits = self.head(features)
+            if bool(keep.any()):
+                loss = F.cross_entropy(logits[keep], labels[keep])
+            else:  # an unlabelled batch: still take part in the gradient average below
+                loss = logits.sum() * 0.0
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+        if trainer.world_size > 1:  # one head for all ranks: average its gradients, as DDP
+            for param in self.head.parameters():
+                if param.grad is not None:
+                    torch.distributed.all_reduce(param.grad)
+                    param.grad /= trainer.world_size
+        self.optimizer.step()
         pl_module.log("train/online_loss", loss.detach(), on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -97,6 +119,7 @@ class OnlineLinearProbe(pl.Callback):
         top1 = (predictions == labels).float().mean()
         pl_module.log("val/online_top1", top1, rank_zero_only=True)
         self.num_test_samples = int(labels.numel())
+        self.last_epoch = trainer.current_epoch
 
     def state_dict(self) -> dict[str, Any]:
         if self.head is None or self.optimizer is None:

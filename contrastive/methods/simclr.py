@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from contrastive.backbones import feature_dim
+from contrastive.errors import ConfigError
 from contrastive.losses import InfoNCELoss, similarity_stats
 from contrastive.optim import param_groups, scale_learning_rate
 from contrastive.transforms import BatchedViews, ViewRecipe, normalize, to_float
@@ -80,11 +82,25 @@ class SimCLR(pl.LightningModule):
         return self.prepare_eval_images(images), labels
 
     def view_generator(self, device: torch.device) -> torch.Generator:
-        """This process's augmentation RNG: seeded ``augment_seed + global_rank``."""
+        """This process's augmentation RNG, seeded ``augment_seed + global_rank`` and
+        re-seeded at each epoch start with the epoch added, so a resumed run does not
+        replay the first epoch's views."""
         if self._view_generator is None or self._view_generator.device != device:
             self._view_generator = torch.Generator(device=device)
-            self._view_generator.manual_seed(self.augment_seed + self.global_rank)
+            self._view_generator.manual_seed(self._epoch_seed())
         return self._view_generator
+
+    def _epoch_seed(self) -> int:
+        epoch = self.current_epoch if self._trainer is not None else 0
+        return self.augment_seed + self.global_rank + 1_000_003 * epoch
+
+    def on_train_epoch_start(self) -> None:
+        if self._view_generator is not None:
+            self._view_generator.manual_seed(self._epoch_seed())
+        if self.recipe.backend == "per_sample":
+            # torchvision's per-sample transforms draw from the global RNG (in the main
+            # process when num_workers=0): make it differ by rank and epoch as well.
+            torch.manual_seed(self._epoch_seed())
 
     def prepare_eval_images(self, images: Tensor) -> Tensor:
         """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
@@ -157,10 +173,16 @@ class SimCLR(pl.LightningModule):
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        epochs = max(1, self.trainer.max_epochs or 1)
+        total_steps = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total_steps):
+            raise ConfigError(
+                "the learning-rate schedule needs a finite length: set trainer.max_epochs or "
+                "trainer.max_steps (or optim.scheduler=null)"
+            )
+        batches = self.trainer.num_training_batches  # known once the loader is set up
+        steps_per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches)
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=total_steps, steps_per_epoch=max(1, total_steps // epochs)
+            optimizer, total_steps=int(total_steps), steps_per_epoch=max(1, steps_per_epoch)
         )
         return {
             "optimizer": optimizer,
