@@ -13,7 +13,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import Tensor, nn
@@ -24,7 +23,7 @@ from contrastive.checkpoints import load_pretrained
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
 from contrastive.train import build_logger, finish_loggers
-from contrastive.transforms import ViewRecipe, normalize, to_float
+from contrastive.transforms import ViewRecipe, eval_images
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +37,7 @@ class EvalImages(nn.Module):
         self.recipe = recipe
 
     def forward(self, images: Tensor) -> Tensor:
-        images = to_float(images)
-        if images.shape[1] == 1 and self.recipe.channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        size = self.recipe.image_size
-        if images.shape[-2:] != (size, size):
-            images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
-        mean, std = self.recipe.channel_stats()
-        return normalize(images, mean, std)
+        return eval_images(images, self.recipe)
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -18,7 +17,7 @@ from contrastive.backbones import feature_dim
 from contrastive.errors import ConfigError
 from contrastive.losses import InfoNCELoss, similarity_stats
 from contrastive.optim import param_groups, scale_learning_rate
-from contrastive.transforms import BatchedViews, ViewRecipe, normalize, to_float
+from contrastive.transforms import BatchedViews, ViewRecipe, eval_images
 
 
 class SimCLR(pl.LightningModule):
@@ -104,15 +103,7 @@ class SimCLR(pl.LightningModule):
 
     def prepare_eval_images(self, images: Tensor) -> Tensor:
         """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
-        images = to_float(images)
-        if images.shape[1] == 1 and self.recipe.channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        if images.shape[-1] != self.recipe.image_size or images.shape[-2] != self.recipe.image_size:
-            images = F.interpolate(
-                images, size=self.recipe.image_size, mode="bilinear", antialias=True
-            )
-        mean, std = self.recipe.channel_stats()
-        return normalize(images, mean, std)
+        return eval_images(images, self.recipe)
 
     # --- steps ----------------------------------------------------------------------------
     def embed(self, images: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contrastive.transforms.batched import BatchedViews, normalize, to_float
+from contrastive.transforms.batched import BatchedViews, eval_images, normalize, to_float
 from contrastive.transforms.per_sample import PerSampleViews, build_view_transform
 from contrastive.transforms.recipe import BACKENDS, ViewRecipe
 
@@ -88,6 +88,7 @@ __all__ = [
     "PerSampleViews",
     "ViewRecipe",
     "build_view_transform",
+    "eval_images",
     "normalize",
     "preset",
     "to_float",

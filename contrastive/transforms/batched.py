@@ -33,6 +33,20 @@ def normalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -
     return (images - mean_t) / std_t
 
 
+def eval_images(images: Tensor, recipe: ViewRecipe) -> Tensor:
+    """Unaugmented images as the backbone sees them: [0, 1], grayscale expanded to RGB if
+    the recipe is RGB, resized to ``recipe.image_size`` (antialiased bilinear), normalised.
+    ``(B, C, H, W)`` uint8 or float -> ``(B, recipe.channels, S, S)`` float."""
+    images = to_float(images)
+    if images.shape[1] == 1 and recipe.channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    size = recipe.image_size
+    if tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(images, size=size, mode="bilinear", antialias=True)
+    mean, std = recipe.channel_stats()
+    return normalize(images, mean, std)
+
+
 def sample_crop_boxes(
     batch_size: int,
     scale: tuple[float, float],
