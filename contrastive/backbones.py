@@ -145,30 +145,22 @@ def in_channels(backbone: nn.Module) -> int:
     return channels
 
 
+# The marker save_backbone writes; contrastive.checkpoints.load_pretrained reads it back.
+BACKBONE_FORMAT = "contrastive.backbone/1"
+
+
 def save_backbone(backbone: nn.Module, path: str, **extra: Any) -> None:
-    """Write the weights plus the spec needed to rebuild them (``torch.load``-safe)."""
+    """Write the weights plus the spec needed to rebuild them (``torch.load``-safe).
+
+    :func:`contrastive.checkpoints.load_pretrained` rebuilds and loads the file."""
     spec = getattr(backbone, "backbone_spec", None)
     if spec is None:
         raise ValueError("backbone was not built by build_backbone; it has no backbone_spec")
     payload = {
-        "format": "contrastive.backbone/1",
+        "format": BACKBONE_FORMAT,
         "spec": spec,
         "feature_dim": feature_dim(backbone),
         "state_dict": backbone.state_dict(),
         **extra,
     }
     torch.save(payload, path)
-
-
-def load_backbone(path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a backbone from :func:`save_backbone`'s file, loading only tensors.
-
-    Returns the module and the whole payload (without the state dict).
-    """
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "contrastive.backbone/1":
-        raise ValueError(f"{path} is not a contrastive backbone file (no 'format' marker)")
-    spec = payload["spec"]
-    model = build_backbone(spec["name"], **spec["kwargs"])
-    model.load_state_dict(payload.pop("state_dict"))
-    return model, payload

@@ -13,9 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive.backbones import build_backbone
-
-BACKBONE_FORMAT = "contrastive.backbone/1"
+from contrastive.backbones import BACKBONE_FORMAT, build_backbone
 
 
 class CheckpointError(ValueError):

@@ -16,10 +16,10 @@ from contrastive.backbones import (
     build_backbone,
     feature_dim,
     in_channels,
-    load_backbone,
     resnet,
     save_backbone,
 )
+from contrastive.checkpoints import load_pretrained
 
 BACKBONE_NAMES = ["resnet18", "resnet34", "resnet50", "small_cnn"]
 
@@ -158,7 +158,7 @@ def test_feature_dim_and_in_channels_need_the_attributes() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# save_backbone / load_backbone
+# save_backbone / checkpoints.load_pretrained
 # --------------------------------------------------------------------------------------------
 
 
@@ -177,7 +177,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert payload["epoch"] == 3
     assert set(payload["state_dict"]) == set(net.state_dict())
 
-    loaded, meta = load_backbone(str(path))
+    loaded, meta = load_pretrained(path)
     assert isinstance(loaded, SmallCNN)
     assert "state_dict" not in meta and meta["epoch"] == 3
     assert loaded.backbone_spec == net.backbone_spec
@@ -201,4 +201,4 @@ def test_load_refuses_a_file_that_is_not_a_backbone(tmp_path: Path, content: obj
     path = tmp_path / "not_a_backbone.pt"
     torch.save(content, path)
     with pytest.raises(ValueError, match=re.escape(str(path))):
-        load_backbone(str(path))
+        load_pretrained(path)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from contrastive.backbones import load_backbone
+from contrastive.checkpoints import load_pretrained
 from contrastive.train import pretrain
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_sources import CIFAR10_FILES, write_cifar
@@ -58,7 +58,7 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
     # limit_val_batches=2 with eval batches of 500 -> 1000 test images scored.
     assert written["val/knn_num_test_samples"] == 1000
 
-    backbone, payload = load_backbone(str(tmp_path / "backbone.pt"))
+    backbone, payload = load_pretrained(tmp_path / "backbone.pt")
     assert payload["spec"]["name"] == "small_cnn" and payload["dataset"] == "fashion_mnist"
     images = torch.randn(2, 1, 28, 28)
     model_backbone = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -67,7 +67,7 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
         for k, v in model_backbone["state_dict"].items()
         if k.startswith("backbone.")
     }
-    reference, _ = load_backbone(str(tmp_path / "backbone.pt"))
+    reference, _ = load_pretrained(tmp_path / "backbone.pt")
     reference.load_state_dict(state)
     backbone.eval(), reference.eval()
     assert torch.equal(backbone(images), reference(images))
@@ -95,7 +95,7 @@ def test_cifar10_experiment_runs_a_few_steps(compose_cfg: Any, tmp_path: Path) -
     )
     metrics = pretrain(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-    backbone, payload = load_backbone(str(tmp_path / "backbone.pt"))
+    backbone, payload = load_pretrained(tmp_path / "backbone.pt")
     assert payload["spec"] == {
         "name": "resnet18",
         "kwargs": {"in_channels": 3, "small_stem": True},
