@@ -24,6 +24,7 @@ __all__ = [
     "all_gather_with_grad",
     "is_distributed",
     "rank",
+    "shutdown",
     "world_size",
 ]
 
@@ -56,6 +57,18 @@ def rank() -> int:
         0
     """
     return dist.get_rank() if is_distributed() else 0
+
+
+def shutdown() -> None:
+    """Wait for every rank, then destroy the default process group (no-op without one).
+
+    A job calls this last: a rank that leaves the interpreter while its peers still hold
+    gloo/NCCL connections can abort at exit ("terminate called without an active
+    exception") and fail a job whose work all finished.
+    """
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def all_gather_sizes(local_size: int, device: torch.device | None = None) -> list[int]:

@@ -22,7 +22,7 @@ from contrastive.backbones import feature_dim, in_channels
 from contrastive.checkpoints import load_pretrained
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from contrastive.train import build_logger, finish_loggers
+from contrastive.train import build_logger, finish_job
 from contrastive.transforms import ViewRecipe, eval_images
 
 log = logging.getLogger(__name__)
@@ -149,5 +149,5 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
         )
     )
     print(f"Run directory: {output_dir.resolve()}")
-    finish_loggers(trainer, metrics)
+    finish_job(trainer, metrics)
     return metrics

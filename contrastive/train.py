@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from contrastive import distributed
 from contrastive.backbones import in_channels, save_backbone
 from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
 from contrastive.errors import ConfigError
@@ -213,14 +214,16 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         log.info("finished in %.0f s: %s", metrics["time/total_seconds"], summary)
         print(f"\nResults: {summary} ({metrics['time/total_seconds'] / 60:.1f} min)")
         print(f"Run directory: {output_dir.resolve()}")
-    finish_loggers(trainer, metrics)
+    finish_job(trainer, metrics)
     return metrics
 
 
-def finish_loggers(trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
-    """Put the final metrics in each W&B run's summary and close it, so the run file is
-    complete when the job returns (not only at interpreter exit)."""
+def finish_job(trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
+    """End a job: put the final metrics in each W&B run's summary and close it (so the run
+    file is complete when the job returns, not only at interpreter exit), then release the
+    process group on every rank."""
     for logger in trainer.loggers:
         if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
             logger.experiment.summary.update(metrics)
             logger.experiment.finish()
+    distributed.shutdown()
