@@ -18,7 +18,7 @@ from contrastive.losses.classification import (
     cross_entropy,
     nll_loss,
 )
-from contrastive.losses.distillation import KLDivergenceLoss, kl_divergence
+from contrastive.losses.distillation import KLDivergenceLoss, kl_divergence, seed_loss
 from contrastive.losses.info_nce import (
     InfoNCELoss,
     contrastive_loss,
@@ -45,6 +45,7 @@ __all__ = [
     "log_softmax_with_temperature",
     "multi_view_info_nce",
     "nll_loss",
+    "seed_loss",
     "sigmoid",
     "similarity_stats",
     "softmax_with_temperature",

@@ -1,13 +1,16 @@
-r"""Knowledge-distillation loss (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network")."""
+r"""Distillation losses: logits (Hinton et al., 2015, "Distilling the Knowledge in a Neural
+Network") and representations (Fang et al., 2021, "SEED: Self-supervised Distillation for
+Visual Representation")."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive.losses.activations import _check_temperature
 
-__all__ = ["KLDivergenceLoss", "kl_divergence"]
+__all__ = ["KLDivergenceLoss", "kl_divergence", "seed_loss"]
 
 
 def kl_divergence(
@@ -97,3 +100,68 @@ class KLDivergenceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
+
+
+def seed_loss(
+    student: Tensor,
+    teacher: Tensor,
+    anchors: Tensor,
+    student_temperature: float = 0.07,
+    teacher_temperature: float = 0.01,
+) -> Tensor:
+    r"""SEED's representation-distillation loss (Fang et al., 2021).
+
+    Student and teacher embeddings are compared with the same anchor set: the
+    :math:`M` given anchors plus the teacher's own embedding of each sample. With
+    :math:`\hat{x} = x / \lVert x \rVert`, anchors :math:`a_1 .. a_M` (normalised) and
+    :math:`a_{M+1} = \hat{t}_n`:
+
+    .. math::
+
+        q_{nj} = \mathrm{softmax}_j\big(\hat{t}_n^\top a_j / \tau_T\big),\qquad
+        p_{nj} = \mathrm{softmax}_j\big(\hat{s}_n^\top a_j / \tau_S\big),\qquad
+        \mathcal{L} = \frac{1}{N} \sum_n \sum_{j=1}^{M+1} q_{nj}
+            \left(\log q_{nj} - \log p_{nj}\right)
+
+    i.e. :math:`\mathrm{KL}(q \,\|\, p)`, batch mean: the cross-entropy SEED minimises
+    minus the teacher's entropy, which has no gradient for the student. Only the student
+    gets a gradient; teacher and anchors are treated as constants.
+
+    Args:
+        student: (N, D) student embeddings :math:`s` (projected to the teacher's width).
+        teacher: (N, D) teacher embeddings :math:`t`.
+        anchors: (M, D) anchor embeddings (a queue of past teacher embeddings in SEED).
+        student_temperature: :math:`\tau_S`, a finite number > 0.
+        teacher_temperature: :math:`\tau_T`, a finite number > 0 (usually sharper).
+
+    Returns:
+        Scalar loss, >= 0; 0 when the student's embeddings equal the teacher's and both
+        temperatures are equal.
+
+    Examples:
+        >>> import torch
+        >>> emb, anchors = torch.eye(3)[:2], torch.eye(3)
+        >>> seed_loss(emb, emb, anchors, 0.5, 0.5).abs().item() < 1e-6
+        True
+    """
+    student_temperature = _check_temperature(student_temperature)
+    teacher_temperature = _check_temperature(teacher_temperature)
+    if student.ndim != 2 or student.shape != teacher.shape:
+        raise ValueError(
+            "student and teacher embeddings must be (N, D) tensors of the same shape, got "
+            f"{tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+    if anchors.ndim != 2 or anchors.shape[1] != student.shape[1]:
+        raise ValueError(
+            f"anchors must be (M, {student.shape[1]}) to match the embeddings, got "
+            f"{tuple(anchors.shape)}"
+        )
+    student = F.normalize(student, dim=1)
+    teacher = F.normalize(teacher.detach(), dim=1)
+    anchors = F.normalize(anchors.detach(), dim=1)
+    own = (teacher * teacher).sum(dim=1, keepdim=True)  # (N, 1), 1 up to rounding
+    teacher_logits = torch.cat([teacher @ anchors.T, own], dim=1)  # (N, M + 1)
+    student_logits = torch.cat([student @ anchors.T, (student * teacher).sum(1, True)], dim=1)
+    teacher_log_probs = F.log_softmax(teacher_logits / teacher_temperature, dim=1)
+    student_log_probs = F.log_softmax(student_logits / student_temperature, dim=1)
+    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
