@@ -65,6 +65,25 @@ class SmallCNN(nn.Module):
         return self.features(images)  # (B, feature_dim)
 
 
+class Pixels(nn.Module):
+    """No network: the flattened pixels are the features, ``feature_dim = in_channels *
+    image_size**2``. The linear probe on it is the raw-pixel baseline
+    (``scripts/linear_probe.py pretrained=pixels``).
+
+    Examples:
+        >>> Pixels(in_channels=1, image_size=4)(torch.zeros(2, 1, 4, 4)).shape
+        torch.Size([2, 16])
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.feature_dim = in_channels * image_size**2
+
+    def forward(self, images: Tensor) -> Tensor:
+        return images.flatten(1)
+
+
 _RESNETS: dict[str, Callable[..., torchvision.models.ResNet]] = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
@@ -102,6 +121,7 @@ def resnet(arch: str = "resnet18", in_channels: int = 3, small_stem: bool = Fals
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "small_cnn": SmallCNN,
+    "pixels": Pixels,
     **{arch: (lambda arch=arch, **kw: resnet(arch, **kw)) for arch in _RESNETS},
 }
 
@@ -119,7 +139,7 @@ def build_backbone(name: str, **kwargs: Any) -> nn.Module:
         >>> build_backbone("vgg")
         Traceback (most recent call last):
         ...
-        ValueError: unknown backbone 'vgg'; choose one of ['resnet18', 'resnet34', 'resnet50', 'small_cnn']
+        ValueError: unknown backbone 'vgg'; choose one of ['pixels', 'resnet18', 'resnet34', 'resnet50', 'small_cnn']
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")

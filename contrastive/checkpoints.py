@@ -13,7 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from contrastive.backbones import BACKBONE_FORMAT, build_backbone
+from contrastive.backbones import BACKBONE_FORMAT, build_backbone, feature_dim
+from contrastive.heads import LinearHead
+
+# The marker of the linear head the probe job writes beside its backbone.pt.
+PROBE_HEAD_FORMAT = "contrastive.probe_head/1"
+PROBE_HEAD_FILE = "probe_head.pt"
 
 
 class CheckpointError(ValueError):
@@ -92,3 +97,64 @@ def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     backbone.load_state_dict(state)
     info["path"] = str(file)
     return backbone.eval(), info
+
+
+def save_probe_head(head: LinearHead, path: str | Path, **extra: Any) -> None:
+    """Write a trained linear head (``torch.load``-safe) for :func:`load_teacher`."""
+    payload = {
+        "format": PROBE_HEAD_FORMAT,
+        "input_dim": head.linear.in_features,
+        "num_outputs": head.linear.out_features,
+        "batch_norm": not isinstance(head.norm, nn.Identity),
+        "state_dict": head.state_dict(),
+        **extra,
+    }
+    torch.save(payload, path)
+
+
+def load_teacher(path: str | Path) -> tuple[nn.Module, LinearHead, dict[str, Any]]:
+    """The backbone and linear head of a linear-probe run directory (a distillation teacher).
+
+    Returns ``(backbone, head, info)``, both modules in eval mode; ``info`` is the
+    backbone's metadata (see :func:`load_pretrained`) plus ``head``: the head file's
+    metadata (``objective``, ``num_outputs``, ``classes``, ``metrics``, ...).
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"teacher={path} is not a directory; pass a linear-probe run directory (it holds "
+            f"backbone.pt and {PROBE_HEAD_FILE}, written by scripts/linear_probe.py)"
+        )
+    head_file = directory / PROBE_HEAD_FILE
+    if not head_file.is_file():
+        hint = (
+            " (this looks like a pretraining run: run scripts/linear_probe.py "
+            f"pretrained={directory} first and pass its run directory)"
+            if (directory / "backbone.pt").is_file()
+            else ""
+        )
+        raise CheckpointError(
+            f"{head_file} is missing: teacher= must be a linear-probe run directory holding "
+            f"backbone.pt and {PROBE_HEAD_FILE}{hint}"
+        )
+    backbone, info = load_pretrained(directory / "backbone.pt")
+    payload = _read(head_file)
+    if not isinstance(payload, dict) or payload.get("format") != PROBE_HEAD_FORMAT:
+        raise CheckpointError(
+            f"{head_file} is not a probe head written by scripts/linear_probe.py (no "
+            f"'{PROBE_HEAD_FORMAT}' marker)"
+        )
+    if payload["input_dim"] != feature_dim(backbone):
+        raise CheckpointError(
+            f"{head_file} takes {payload['input_dim']}-d features but {info['path']} "
+            f"outputs {feature_dim(backbone)}-d ones: the head and backbone are from "
+            "different runs"
+        )
+    head = LinearHead(payload["input_dim"], payload["num_outputs"], payload["batch_norm"])
+    try:
+        head.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{head_file}: the head's weights do not load: {error}") from None
+    info["head"] = {k: v for k, v in payload.items() if k != "state_dict"}
+    info["head"]["path"] = str(head_file)
+    return backbone, head.eval(), info

@@ -214,16 +214,23 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         log.info("finished in %.0f s: %s", metrics["time/total_seconds"], summary)
         print(f"\nResults: {summary} ({metrics['time/total_seconds'] / 60:.1f} min)")
         print(f"Run directory: {output_dir.resolve()}")
-    finish_job(trainer, metrics)
+    finish_job(trainer.loggers, metrics, trainer.is_global_zero)
     return metrics
 
 
-def finish_job(trainer: pl.Trainer, metrics: dict[str, Any]) -> None:
+def finish_job(
+    loggers: list[pl.loggers.Logger], metrics: dict[str, Any], is_global_zero: bool = True
+) -> None:
     """End a job: put the final metrics in each W&B run's summary and close it (so the run
     file is complete when the job returns, not only at interpreter exit), then release the
     process group on every rank."""
-    for logger in trainer.loggers:
-        if isinstance(logger, pl.loggers.WandbLogger) and trainer.is_global_zero:
+    for logger in loggers:
+        if not is_global_zero:
+            continue
+        if isinstance(logger, pl.loggers.WandbLogger):
             logger.experiment.summary.update(metrics)
             logger.experiment.finish()
+        else:
+            logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+            logger.finalize("success")
     distributed.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -48,6 +49,69 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
+
+
+def run_job_in(
+    run_dir: Path, job: Callable[[DictConfig], dict[str, Any]], config_name: str, *overrides: str
+) -> dict[str, Any]:
+    """Compose ``config_name`` with ``overrides`` as the entry point would, with its output
+    directory ``run_dir``, and run ``job`` on it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.output_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    try:
+        return job(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch pretraining run on 256 synthetic images (width-8/16 small CNN)."""
+    from contrastive.train import pretrain
+
+    run = tmp_path_factory.mktemp("pretrain")
+    overrides = ["data=synthetic", "data.num_samples=256", "data.batch_size=64"]
+    run_job_in(
+        run,
+        pretrain,
+        "pretrain",
+        *overrides,
+        "trainer.max_epochs=1",
+        "backbone.widths=[8,16]",
+        *QUIET,
+    )
+    return run
+
+
+@pytest.fixture(scope="session")
+def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) -> Path:
+    """A linear-probe run on ``pretrained_run``: a distillation teacher directory."""
+    from contrastive.evaluate import linear_probe
+
+    run = tmp_path_factory.mktemp("probe")
+    run_job_in(
+        run,
+        linear_probe,
+        "linear_probe",
+        f"pretrained={pretrained_run}",
+        "data=synthetic",
+        "data.num_samples=256",
+        "probe.batch_size=32",
+        "probe.lr=1e-2",
+        "trainer.max_epochs=10",
+        *QUIET,
+    )
+    return run
 
 
 def options(group: str) -> list[str]:

@@ -18,10 +18,7 @@ from contrastive.checkpoints import CheckpointError, load_pretrained
 from contrastive.errors import ConfigError
 from contrastive.evaluate import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from contrastive.train import pretrain
-from tests.conftest import needs_fashion_mnist
-
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
+from tests.conftest import QUIET, needs_fashion_mnist
 
 
 def fit(model: LinearProbe, inputs: torch.Tensor, targets: torch.Tensor, epochs: int) -> None:
@@ -91,35 +88,6 @@ def test_frozen_backbone_is_bit_identical_after_training(finetune: bool) -> None
     after = backbone.state_dict()
     identical = all(torch.equal(before[k], after[k]) for k in before)  # BN buffers too
     assert identical is (not finetune)
-
-
-@pytest.fixture(scope="module")
-def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from contrastive.cli import CONF_DIR
-
-    run = tmp_path_factory.mktemp("pretrain")
-    overrides = [
-        "data=synthetic",
-        "data.num_samples=256",
-        "data.batch_size=64",
-        "trainer.max_epochs=1",
-        "backbone.widths=[8,16]",
-        *QUIET,
-    ]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("pretrain", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.output_dir = str(run)
-        cfg.hydra.runtime.output_dir = str(run)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    pretrain(cfg)
-    return run
 
 
 PROBE = [

@@ -25,8 +25,9 @@ class LinearProbe(pl.LightningModule):
     float targets, or on one-hot class indices: a least-squares classifier).
 
     With ``backbone=None`` the inputs are precomputed features ``(B, input_dim)``.
-    Otherwise ``prepare`` turns raw batches into backbone inputs; the backbone is frozen
-    (eval mode, no gradient) unless ``finetune=True``.
+    Otherwise ``images`` (e.g. :class:`~contrastive.transforms.ImageInputs`, which augments
+    in training only) turns raw batches into backbone inputs; the backbone is frozen (eval
+    mode, no gradient) unless ``finetune=True``.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class LinearProbe(pl.LightningModule):
         weight_decay: float = 0.0,
         label_smoothing: float = 0.0,
         backbone: nn.Module | None = None,
+        images: nn.Module | None = None,
         finetune: bool = False,
         backbone_lr: float | None = None,
         max_epochs: int = 1,
@@ -56,6 +58,7 @@ class LinearProbe(pl.LightningModule):
         self.weight_decay = weight_decay
         self.label_smoothing = label_smoothing
         self.backbone = backbone
+        self.images = images
         self.finetune = finetune
         self.backbone_lr = backbone_lr if backbone_lr is not None else lr / 10
         self.max_epochs = max_epochs
@@ -66,6 +69,8 @@ class LinearProbe(pl.LightningModule):
     def features(self, inputs: Tensor) -> Tensor:
         if self.backbone is None:
             return inputs
+        if self.images is not None:
+            inputs = self.images(inputs)
         if self.finetune:
             return self.backbone(inputs)
         self.backbone.eval()  # frozen: BatchNorm statistics must not move either

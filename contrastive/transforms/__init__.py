@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from contrastive.transforms.batched import BatchedViews, eval_images, normalize, to_float
+from contrastive.transforms.batched import (
+    BatchedViews,
+    ImageInputs,
+    augmented_images,
+    eval_images,
+    normalize,
+    to_float,
+)
 from contrastive.transforms.per_sample import PerSampleViews, build_view_transform
 from contrastive.transforms.recipe import BACKENDS, ViewRecipe
 
@@ -85,8 +92,10 @@ __all__ = [
     "BACKENDS",
     "PRESETS",
     "BatchedViews",
+    "ImageInputs",
     "PerSampleViews",
     "ViewRecipe",
+    "augmented_images",
     "build_view_transform",
     "eval_images",
     "normalize",

@@ -197,6 +197,55 @@ def solarize(images: Tensor, threshold: float) -> Tensor:
     return torch.where(images >= threshold, 1.0 - images, images)
 
 
+def augmented_images(
+    images: Tensor,
+    recipe: ViewRecipe,
+    crop_scale: tuple[float, float],
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The supervised training augmentation of the evaluation jobs: a random resized crop
+    (area fraction in ``crop_scale``, the recipe's aspect ratios) and a horizontal flip
+    (``recipe.flip_prob``), then normalisation as in :func:`eval_images`. No colour
+    augmentation. ``(B, C, H, W)`` uint8 or float -> ``(B, recipe.channels, S, S)`` float."""
+    images = to_float(images)
+    if images.shape[1] == 1 and recipe.channels == 3:
+        images = images.expand(-1, 3, -1, -1)
+    batch, device = images.shape[0], images.device
+    boxes = sample_crop_boxes(batch, crop_scale, recipe.log_ratio, generator, device)
+    flip = torch.rand(batch, device=device, generator=generator) < recipe.flip_prob
+    views = resized_crop(images, boxes, flip, recipe.image_size)
+    mean, std = recipe.channel_stats()
+    return normalize(views, mean, std)
+
+
+class ImageInputs(nn.Module):
+    """Raw labelled batches -> backbone inputs for the evaluation jobs.
+
+    In eval mode, or without ``crop_scale``: :func:`eval_images` (what the backbone saw in
+    pretraining, unaugmented). In train mode with ``crop_scale``: :func:`augmented_images`.
+    """
+
+    def __init__(self, recipe: ViewRecipe, crop_scale: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        if crop_scale is not None and not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(
+                f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}"
+            )
+        self.recipe = recipe
+        self.crop_scale = (
+            None if crop_scale is None else (float(crop_scale[0]), float(crop_scale[1]))
+        )
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if self.training and self.crop_scale is not None:
+            return augmented_images(images, self.recipe, self.crop_scale)
+        return eval_images(images, self.recipe)
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.recipe.image_size}, crop_scale={self.crop_scale}"
+
+
 class BatchedViews(nn.Module):
     """Make ``num_views`` SimCLR views of a batch in one pass on its device.
 
