@@ -32,7 +32,7 @@ data: install
 	fi
 
 demo: data
-	$(PY) scripts/pretrain.py $(ARGS)
+	$(PY) scripts/demo.py $(ARGS)
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -30,6 +30,8 @@ CONF_DIR = _conf_dir()
 # SimCLR makes its views in LightningModule.on_after_batch_transfer on purpose; Lightning
 # notes at every fit that the module's hook wins over the datamodule's.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+# The evaluation jobs keep frozen backbones and teachers in eval mode on purpose.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (
     ConfigError,
     CheckpointError,
@@ -74,3 +76,19 @@ def linear_probe_main(cfg: DictConfig) -> float | None:
     from contrastive.evaluate import linear_probe
 
     return run_job(linear_probe, cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="knn", version_base="1.3")
+def knn_main(cfg: DictConfig) -> float | None:
+    """``contrastive-knn pretrained=<run dir | backbone.pt | last.ckpt>``."""
+    from contrastive.evaluate import knn_eval
+
+    return run_job(knn_eval, cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="distill", version_base="1.3")
+def distill_main(cfg: DictConfig) -> float | None:
+    """``contrastive-distill teacher=<linear-probe run dir>``."""
+    from contrastive.distill import distill
+
+    return run_job(distill, cfg)

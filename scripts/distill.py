@@ -1,0 +1,9 @@
+"""Distillation: ``python scripts/distill.py teacher=<linear-probe run dir> [hydra overrides]``.
+
+The job reads top-down in ``contrastive/distill.py``; its config is ``conf/distill.yaml``.
+"""
+
+from contrastive.cli import distill_main
+
+if __name__ == "__main__":
+    distill_main()
