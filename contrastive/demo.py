@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -65,6 +66,36 @@ def results_table(metrics: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: str) -> None:
+    """Log the results table (a W&B Table plus the markdown) as a ``job_type=demo`` run in
+    the W&B group of the chain's pretraining run; only when the jobs logged to W&B."""
+    backbone = out / "pretrain" / "backbone.pt"
+    if not (out / "pretrain" / "wandb").is_dir() or not backbone.is_file():
+        return
+    import torch
+    import wandb
+
+    group = torch.load(backbone, map_location="cpu", weights_only=True).get("wandb_group")
+    rows = [
+        [label, metrics.get(job, {}).get(key)]
+        for label, job, key in ROWS
+        if metrics.get(job, {}).get(key) is not None
+    ]
+    run = wandb.init(
+        project="contrastive",
+        dir=str(out),
+        group=group,
+        job_type="demo",
+        name=f"demo-{out.name}",
+        mode="online" if os.environ.get("WANDB_MODE") == "online" else "offline",
+        config={"demo_dir": str(out)},
+    )
+    run.log({"demo/results": wandb.Table(columns=["method", "top-1"], data=rows)})
+    run.summary.update({f"demo/top1/{label}": value for label, value in rows})
+    run.summary["demo/results_md"] = report
+    run.finish()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     out: Path = args.out or Path("outputs/demo") / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
@@ -110,4 +141,5 @@ def main(argv: list[str] | None = None) -> None:
         ]
     )
     (out / "results.md").write_text(report)
+    log_results_to_wandb(out, metrics, report)
     print(f"\n{table}\n\nResults table: {out / 'results.md'} ({total:.1f} min in all)")

@@ -98,14 +98,21 @@ def _student_files(
 ) -> None:
     directory = output_dir / "student"
     directory.mkdir(parents=True, exist_ok=True)
-    save_backbone(student.cpu(), str(directory / "backbone.pt"), recipe=info["recipe"], **extra)
+    save_backbone(
+        student.cpu(),
+        str(directory / "backbone.pt"),
+        recipe=info["recipe"],
+        **{k: v for k, v in info.items() if k in ("wandb_group", "config", "git_commit")},
+        **extra,
+    )
 
 
-def _logits(cfg: DictConfig, datamodule: Any, logger: Any, output_dir: Path) -> dict[str, Any]:
+def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[str, Any], Any]:
     backbone, head, info = load_teacher(cfg.teacher)
     check_data(datamodule, backbone, info, cfg)
     _check_head(info, cfg, datamodule)
     recipe = ViewRecipe(**info["recipe"])
+    logger = build_logger(cfg, info)
     teacher = nn.Sequential(backbone, head)
     num_classes = int(cfg.data.num_classes)
     crop_scale = tuple(cfg.distill.crop_scale) if cfg.distill.augment else None
@@ -164,14 +171,15 @@ def _logits(cfg: DictConfig, datamodule: Any, logger: Any, output_dir: Path) -> 
     metrics["distill/student_params"] = sum(p.numel() for p in model.student.parameters()) + sum(
         p.numel() for p in model.head.parameters()
     )
-    return metrics
+    return metrics, logger
 
 
 def _representation(
-    cfg: DictConfig, datamodule: Any, logger: Any, output_dir: Path
-) -> dict[str, Any]:
+    cfg: DictConfig, datamodule: Any, output_dir: Path
+) -> tuple[dict[str, Any], Any]:
     backbone, info = load_pretrained(cfg.teacher)  # a probe run or a pretraining run
     check_data(datamodule, backbone, info, cfg)
+    logger = build_logger(cfg, info)
     recipe = ViewRecipe(**info["recipe"])
     crop_scale = tuple(cfg.distill.crop_scale) if cfg.distill.augment else None
     pl.seed_everything(cfg.seed, workers=True)
@@ -215,7 +223,7 @@ def _representation(
     metrics["distill/student_params"] = sum(p.numel() for p in student.parameters())
     if trainer.is_global_zero:
         _student_files(student, output_dir, info, dataset=str(cfg.data.dataset), metrics=metrics)
-    return metrics
+    return metrics, logger
 
 
 def distill(cfg: DictConfig) -> dict[str, Any]:
@@ -225,9 +233,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
     _check_config(cfg)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
-    logger = build_logger(cfg)
     job = _logits if cfg.distill.mode == "logits" else _representation
-    metrics = job(cfg, datamodule, logger, output_dir)
+    metrics, logger = job(cfg, datamodule, output_dir)
     metrics["time/total_seconds"] = time.perf_counter() - started
     loggers = [logger] if isinstance(logger, pl.loggers.Logger) else []
     is_global_zero = distributed.rank() == 0

@@ -28,7 +28,7 @@ from contrastive.callbacks.knn import knn_predict
 from contrastive.checkpoints import PROBE_HEAD_FILE, load_pretrained, save_probe_head
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from contrastive.train import build_logger, finish_job
+from contrastive.train import build_logger, finish_job, provenance
 from contrastive.transforms import ImageInputs, ViewRecipe
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
         backbone, info = load_pretrained(cfg.pretrained)
     recipe = ViewRecipe(**info["recipe"])
     check_data(datamodule, backbone, info, cfg)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg), callbacks=[])
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg, info), callbacks=[])
     num_outputs = int(cfg.data.num_classes)
     model, outputs, labels = train_probe(
         backbone, recipe, datamodule, cfg.probe, num_outputs, trainer
@@ -185,6 +185,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
             num_classes=num_outputs,
             source=info["path"],
             finetuned=bool(cfg.probe.finetune),
+            **provenance(cfg, info),
         )
         save_probe_head(
             model.head.cpu(),
@@ -236,7 +237,7 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
         "knn/test_samples": int(test_labels.numel()),
         "time/total_seconds": time.perf_counter() - started,
     }
-    logger = build_logger(cfg)
+    logger = build_logger(cfg, info)
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"\nkNN ({info['path']}): knn/test_top1={metrics['knn/test_top1']:.4f}")
     print(f"Run directory: {output_dir.resolve()}")

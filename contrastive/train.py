@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,12 +32,80 @@ def scalars(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def build_logger(cfg: DictConfig) -> pl.loggers.Logger | bool:
+def git_commit() -> str | None:
+    """The commit of the checkout the package runs from (``-dirty`` when it has local
+    changes), or ``None`` outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
+def build_logger(cfg: DictConfig, source: dict[str, Any] | None = None) -> pl.loggers.Logger | bool:
+    """The job's logger, with the composed config, the git commit and (for evaluation jobs,
+    from ``source``, the metadata of the backbone they load) the pretraining config as
+    hyperparameters. A W&B run joins the W&B group of the pretraining run it evaluates
+    unless ``group`` is set, so one experiment's runs sit together on the dashboard."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
-    logger = instantiate(cfg.logger, _convert_="all")
-    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    overrides: dict[str, Any] = {}
+    if str(cfg.logger._target_).endswith("WandbLogger"):
+        group = cfg.get("group") or (source or {}).get("wandb_group")
+        if group:
+            overrides["group"] = group
+    logger = instantiate(cfg.logger, _convert_="all", **overrides)
+    hyperparameters: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    hyperparameters["git_commit"] = git_commit()
+    if source is not None and source.get("config") is not None:
+        hyperparameters["pretrain_config"] = source["config"]
+    logger.log_hyperparams(hyperparameters)
     return logger
+
+
+def provenance(cfg: DictConfig, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``backbone.pt`` records about where it came from: the W&B group, the pretraining
+    config and the git commit (an evaluation job passes its source's through)."""
+    if source is not None:
+        return {k: source.get(k) for k in ("wandb_group", "config", "git_commit")}
+    group = cfg.logger.get("group") if cfg.get("logger") else None
+    return {
+        "wandb_group": group,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "git_commit": git_commit(),
+    }
+
+
+def log_backbone_artifact(
+    cfg: DictConfig, trainer: pl.Trainer, path: Path, metrics: dict[str, Any]
+) -> None:
+    """``log_artifacts``: ``auto`` logs ``backbone.pt`` as a W&B model artifact on online
+    runs only; ``true`` also offline (stored with the run for ``wandb sync``); ``false``
+    never."""
+    setting = cfg.get("log_artifacts", "auto")
+    for logger in trainer.loggers:
+        if not isinstance(logger, pl.loggers.WandbLogger):
+            continue
+        run = logger.experiment
+        if setting is False or (setting == "auto" and run.offline):
+            continue
+        import wandb
+
+        artifact = wandb.Artifact(f"backbone-{run.id}", type="model", metadata=metrics)
+        artifact.add_file(str(path))
+        run.log_artifact(artifact)
 
 
 def resume_path(cfg: DictConfig) -> str | None:
@@ -206,7 +275,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
             dataset=str(cfg.data.dataset),
             num_classes=cfg.data.get("num_classes"),
             metrics=metrics,
+            **provenance(cfg),
         )
+        log_backbone_artifact(cfg, trainer, output_dir / "backbone.pt", metrics)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         summary = ", ".join(
             f"{k}={metrics[k]:.4f}" for k in ("val/knn_top1", "val/online_top1") if k in metrics

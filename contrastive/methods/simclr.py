@@ -131,6 +131,7 @@ class SimCLR(pl.LightningModule):
         return {
             "loss": loss,
             "features": features.view(num_views, batch_size, -1)[0].detach(),  # (B, F)
+            "embeddings": embeddings.detach(),  # (V, B, D), for the health and media callbacks
             "labels": labels,
             "num_views": num_views * batch_size,
         }

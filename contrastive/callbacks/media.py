@@ -1,0 +1,335 @@
+"""Pictures of a pretraining run, as PNGs in ``<run dir>/media/`` and as W&B images.
+
+- ``views.png``: augmented view pairs of the first training batch (the recipe, seen);
+- ``similarities_epoch<E>.png``: positive vs negative cosine similarities of a batch;
+- ``embedding_map_epoch<E>.png``: a 2-D map of test-set features coloured by class (UMAP
+  when ``umap-learn`` is installed, else PCA);
+- ``curves.png`` (and ``history.jsonl``, the numbers behind it): loss and accuracy curves;
+- a W&B table ``media/embeddings`` of test thumbnails, labels, 2-D coordinates and
+  PCA-reduced features, for W&B's embedding projector.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, cast
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastive.callbacks.health import logging_step
+
+CURVE_KEYS = ("train/loss", "val/knn_top1", "val/online_top1")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def project_2d(features: Tensor) -> tuple[Tensor, str]:
+    """``(N, F)`` -> ``(N, 2)`` coordinates and the method's name: UMAP if installed, else
+    PCA (the top two principal components)."""
+    features = features.float()
+    try:
+        import umap
+
+        coords = umap.UMAP(n_components=2, random_state=0).fit_transform(features.numpy())
+        return torch.as_tensor(coords), "UMAP"
+    except ImportError:
+        pass
+    centred = features - features.mean(dim=0)
+    _, _, basis = torch.pca_lowrank(centred, q=min(2, *centred.shape), center=False)
+    return centred @ basis[:, :2], "PCA"
+
+
+def denormalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Normalised ``(B, C, H, W)`` -> [0, 1] for display."""
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images * std_t + mean_t).clamp(0, 1)
+
+
+class MediaLogger(pl.Callback):
+    """Draws the pictures listed in the module docstring, on global rank zero.
+
+    Args:
+        every_n_epochs: the similarity histogram and embedding map are drawn at the first
+            epoch, every ``every_n_epochs`` epochs, and at the last one (the map needs a
+            validation epoch there).
+        view_pairs: how many images the view grid shows (two views each).
+        map_points: at most this many test images in the embedding map.
+        table_rows: rows of the W&B embeddings table (kept small: thumbnails are files).
+        table_dim: the table's features are PCA-reduced to this many dimensions.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 3,
+        view_pairs: int = 16,
+        map_points: int = 2000,
+        table_rows: int = 256,
+        table_dim: int = 32,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"media every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = every_n_epochs
+        self.view_pairs = view_pairs
+        self.map_points = map_points
+        self.table_rows = table_rows
+        self.table_dim = table_dim
+        self.history: list[dict[str, float]] = []
+        self._views_done = False
+        self._features: list[Tensor] = []
+        self._labels: list[Tensor] = []
+        self._images: list[Tensor] = []
+
+    # --- helpers ------------------------------------------------------------------------
+    @staticmethod
+    def _dir(trainer: pl.Trainer) -> Path:
+        directory = Path(trainer.default_root_dir) / "media"
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _drawing_epoch(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
+        return epoch == 0 or (epoch + 1) % self.every_n_epochs == 0 or last
+
+    @staticmethod
+    def _publish(trainer: pl.Trainer, key: str, path: Path, caption: str) -> None:
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.log_image(key, [str(path)], step=trainer.global_step, caption=[caption])
+
+    # --- the view grid -------------------------------------------------------------------
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        if logging_step(trainer):  # as often as the loggers get it, so no extra syncs
+            self._record(trainer, {"train/loss": outputs["loss"]})
+        if not self._views_done and batch[0].ndim == 5:  # (V, B, C, H, W) views
+            self._views_done = True
+            self._draw_views(trainer, pl_module, batch[0])
+        if batch_idx == 0 and self._drawing_epoch(trainer) and "embeddings" in outputs:
+            self._draw_similarities(trainer, outputs["embeddings"])
+
+    def _draw_views(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, views: Tensor
+    ) -> None:
+        from torchvision.utils import save_image
+
+        recipe = cast(Any, pl_module).recipe
+        mean, std = recipe.channel_stats()
+        pairs = views[:2, : self.view_pairs].float().cpu()  # (2, n, C, H, W)
+        count = pairs.shape[1]
+        # column i: view 0 above view 1 of image i
+        grid = denormalize(pairs.flatten(0, 1), mean, std)
+        path = self._dir(trainer) / "views.png"
+        upscale = max(1, 64 // grid.shape[-1])
+        grid = F.interpolate(grid, scale_factor=upscale, mode="nearest")
+        save_image(grid, path, nrow=count, padding=2, pad_value=1.0)
+        self._publish(trainer, "media/views", path, "augmented view pairs: view 1 over view 2")
+
+    def _draw_similarities(self, trainer: pl.Trainer, embeddings: Tensor) -> None:
+        z1 = F.normalize(embeddings[0].float(), dim=1).cpu()
+        z2 = F.normalize(embeddings[1].float(), dim=1).cpu()
+        similarity = z1 @ z2.T  # (B, B)
+        positives = similarity.diagonal()
+        negatives = similarity[~torch.eye(len(z1), dtype=torch.bool)]
+        plt = _pyplot()
+        figure, axes = plt.subplots(figsize=(6, 3.5))
+        bins = torch.linspace(-1, 1, 81).numpy()
+        axes.hist(negatives.numpy(), bins=bins, density=True, alpha=0.6, label="negatives")
+        axes.hist(positives.numpy(), bins=bins, density=True, alpha=0.6, label="positives")
+        axes.set_xlabel("cosine similarity of projected embeddings")
+        axes.set_ylabel("density")
+        axes.set_title(f"epoch {trainer.current_epoch}: positive vs negative pairs")
+        axes.legend()
+        figure.tight_layout()
+        path = self._dir(trainer) / f"similarities_epoch{trainer.current_epoch:03d}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        self._publish(trainer, "media/similarities", path, f"epoch {trainer.current_epoch}")
+
+    # --- the embedding map and table -----------------------------------------------------
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._features, self._labels, self._images = [], [], []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if dataloader_idx != 1 or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        have = sum(len(f) for f in self._features)
+        if have >= self.map_points:
+            return
+        take = self.map_points - have
+        self._features.append(outputs["features"][:take].float().cpu())
+        self._labels.append(outputs["labels"][:take].cpu())
+        if sum(len(i) for i in self._images) < self.table_rows:
+            self._images.append(batch[0][: self.table_rows].float().cpu())
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        self._record(
+            trainer,
+            {
+                k: trainer.callback_metrics[k]
+                for k in CURVE_KEYS[1:]
+                if k in trainer.callback_metrics
+            },
+        )
+        if not self._features or not self._drawing_epoch(trainer):
+            return
+        features, labels = torch.cat(self._features), torch.cat(self._labels)
+        coords, method = project_2d(features)
+        self._draw_map(trainer, coords, labels, method)
+        self._log_table(trainer, pl_module, features, labels, coords)
+
+    def _class_names(self, trainer: pl.Trainer, count: int) -> list[str]:
+        classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
+        return list(classes) if classes else [str(i) for i in range(count)]
+
+    def _draw_map(self, trainer: pl.Trainer, coords: Tensor, labels: Tensor, method: str) -> None:
+        plt = _pyplot()
+        names = self._class_names(trainer, int(labels.max()) + 1)
+        figure, axes = plt.subplots(figsize=(7, 6))
+        colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        for index in labels.unique().tolist():
+            mask = labels == index
+            axes.scatter(
+                *coords[mask].T.numpy(),
+                s=4,
+                color=colours(index % colours.N),
+                label=names[index] if index < len(names) else str(index),
+            )
+        axes.set_title(f"test features, {method}, epoch {trainer.current_epoch}")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.legend(markerscale=3, fontsize=7, loc="best")
+        figure.tight_layout()
+        path = self._dir(trainer) / f"embedding_map_epoch{trainer.current_epoch:03d}.png"
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        self._publish(
+            trainer, "media/embedding_map", path, f"{method}, epoch {trainer.current_epoch}"
+        )
+
+    def _log_table(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        features: Tensor,
+        labels: Tensor,
+        coords: Tensor,
+    ) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, pl.loggers.WandbLogger)]
+        if not loggers or not self._images:
+            return
+        import wandb
+
+        rows = min(self.table_rows, len(features))
+        recipe = cast(Any, pl_module).recipe
+        mean, std = recipe.channel_stats()
+        thumbnails = denormalize(torch.cat(self._images)[:rows], mean, std)
+        centred = features[:rows] - features[:rows].mean(dim=0)
+        q = min(self.table_dim, *centred.shape)
+        _, _, basis = torch.pca_lowrank(centred, q=q, center=False)
+        reduced = centred @ basis
+        names = self._class_names(trainer, int(labels.max()) + 1)
+        data = []
+        for i in range(rows):
+            image = (thumbnails[i].permute(1, 2, 0).squeeze(-1).numpy() * 255).astype("uint8")
+            label = int(labels[i])
+            data.append(
+                [
+                    wandb.Image(image),
+                    label,
+                    names[label] if label < len(names) else str(label),
+                    float(coords[i, 0]),
+                    float(coords[i, 1]),
+                    reduced[i].tolist(),
+                ]
+            )
+        columns = ["image", "label", "class", "x", "y", "features"]
+        for logger in loggers:
+            logger.log_table(
+                "media/embeddings", columns=columns, data=data, step=trainer.global_step
+            )
+
+    # --- curves --------------------------------------------------------------------------
+    def _record(self, trainer: pl.Trainer, values: dict[str, Any]) -> None:
+        row = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
+        if row:
+            self.history.append(
+                {"step": trainer.global_step, "epoch": trainer.current_epoch, **row}
+            )
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.history:
+            return
+        directory = self._dir(trainer)
+        with open(directory / "history.jsonl", "w") as handle:
+            for row in self.history:
+                handle.write(json.dumps(row) + "\n")
+        path = draw_curves({"this run": self.history}, directory / "curves.png")
+        self._publish(trainer, "media/curves", path, "loss and accuracy")
+
+
+def draw_curves(runs: dict[str, list[dict[str, float]]], path: Path) -> Path:
+    """Loss against step and accuracies against epoch, one line per run; returns ``path``."""
+    plt = _pyplot()
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in runs.items():
+        losses = [(r["step"], r["train/loss"]) for r in history if "train/loss" in r]
+        if losses:
+            steps, values = zip(*losses, strict=True)
+            window = max(1, len(values) // 50)  # smoothed: a running mean over ~2% of steps
+            smooth = (
+                torch.tensor(values).unfold(0, window, 1).mean(dim=1)
+                if len(values) >= window
+                else torch.tensor(values)
+            )
+            loss_axes.plot(steps[window - 1 :], smooth.numpy(), label=name)
+        for key, style in (("val/knn_top1", "-o"), ("val/online_top1", "--s")):
+            points = [(r["epoch"] + 1, r[key]) for r in history if key in r]
+            if points:
+                epochs, values = zip(*points, strict=True)
+                accuracy_axes.plot(epochs, values, style, label=f"{name}: {key}")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("train/loss")
+    loss_axes.set_title("InfoNCE loss")
+    accuracy_axes.set_xlabel("epoch")
+    accuracy_axes.set_ylabel("top-1")
+    accuracy_axes.set_title("validation accuracy")
+    for axes in (loss_axes, accuracy_axes):
+        if axes.has_data():
+            axes.legend(fontsize=8)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
