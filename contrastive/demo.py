@@ -75,7 +75,9 @@ def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: 
     import torch
     import wandb
 
-    group = torch.load(backbone, map_location="cpu", weights_only=True).get("wandb_group")
+    from contrastive.train import git_commit
+
+    source = torch.load(backbone, map_location="cpu", weights_only=True)
     rows = [
         [label, metrics.get(job, {}).get(key)]
         for label, job, key in ROWS
@@ -84,11 +86,15 @@ def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: 
     run = wandb.init(
         project="contrastive",
         dir=str(out),
-        group=group,
+        group=source.get("wandb_group"),
         job_type="demo",
         name=f"demo-{out.name}",
         mode="online" if os.environ.get("WANDB_MODE") == "online" else "offline",
-        config={"demo_dir": str(out)},
+        config={
+            "demo_dir": str(out),
+            "git_commit": git_commit(),
+            "pretrain_config": source.get("config"),
+        },
     )
     run.log({"demo/results": wandb.Table(columns=["method", "top-1"], data=rows)})
     run.summary.update({f"demo/top1/{label}": value for label, value in rows})

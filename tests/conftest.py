@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.cli import CONF_DIR
 
@@ -37,28 +40,15 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
     def _compose(*overrides: str, config_name: str = "pretrain") -> DictConfig:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.output_dir = str(tmp_path)
-            cfg.hydra.runtime.output_dir = str(tmp_path)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg.hydra  # as in a real run: the task sees no `hydra` node
-        return cfg
+        return compose_in(tmp_path, config_name, *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
 
 
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
-
-
-def run_job_in(
-    run_dir: Path, job: Callable[[DictConfig], dict[str, Any]], config_name: str, *overrides: str
-) -> dict[str, Any]:
-    """Compose ``config_name`` with ``overrides`` as the entry point would, with its output
-    directory ``run_dir``, and run ``job`` on it."""
+def compose_in(run_dir: Path, config_name: str, *overrides: str) -> DictConfig:
+    """Compose ``config_name`` with ``overrides`` as the entry point would, with output
+    directory ``run_dir`` and HydraConfig set as in a real run."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
@@ -67,7 +57,18 @@ def run_job_in(
         cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
-        del cfg.hydra
+        del cfg.hydra  # as in a real run: the task sees no `hydra` node
+    return cfg
+
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
+
+
+def run_job_in(
+    run_dir: Path, job: Callable[[DictConfig], dict[str, Any]], config_name: str, *overrides: str
+) -> dict[str, Any]:
+    """Run ``job`` on :func:`compose_in`'s config."""
+    cfg = compose_in(run_dir, config_name, *overrides)
     try:
         return job(cfg)
     finally:
@@ -112,6 +113,21 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) ->
         *QUIET,
     )
     return run
+
+
+def fit_quietly(
+    model: pl.LightningModule, inputs: Tensor, targets: Tensor, epochs: int, batch_size: int = 64
+) -> None:
+    """Fit ``model`` on shuffled ``(inputs, targets)`` batches, no logger, checkpoint or bar."""
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=batch_size, shuffle=True)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=loader)
 
 
 def options(group: str) -> list[str]:

@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.backbones import build_backbone, save_backbone
 from contrastive.checkpoints import CheckpointError, load_teacher
@@ -24,7 +22,7 @@ from contrastive.evaluate import knn_eval, linear_probe
 from contrastive.losses import cross_entropy, kl_divergence, seed_loss
 from contrastive.methods.distillation import LogitDistillation, RepresentationDistillation
 from contrastive.transforms import ImageInputs, ViewRecipe
-from tests.conftest import QUIET, run_job_in
+from tests.conftest import QUIET, fit_quietly, run_job_in
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["data=synthetic", "data.num_samples=256"]
@@ -34,18 +32,6 @@ RECIPE = ViewRecipe(image_size=28, channels=1, mean=(0.5,), std=(0.5,))
 
 def tiny_cnn(width: int = 8) -> nn.Module:
     return build_backbone("small_cnn", in_channels=1, widths=[width], pool_size=2)
-
-
-def fit(model: pl.LightningModule, images: torch.Tensor, labels: torch.Tensor, epochs: int) -> None:
-    loader = DataLoader(TensorDataset(images, labels), batch_size=32, shuffle=True)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=loader)
 
 
 class Raises(nn.Module):
@@ -74,10 +60,18 @@ def test_logit_loss_is_the_alpha_mix_of_kl_and_ce() -> None:
 
 def test_the_ce_only_twin_never_runs_the_teacher_in_training() -> None:
     model = LogitDistillation(tiny_cnn(), ImageInputs(RECIPE), Raises(), 3, alpha=0.0)
-    fit(model, torch.randn(64, 1, 28, 28).clamp(0, 1), torch.randint(0, 3, (64,)), epochs=1)
+    fit_quietly(
+        model,
+        torch.randn(64, 1, 28, 28).clamp(0, 1),
+        torch.randint(0, 3, (64,)),
+        epochs=1,
+        batch_size=32,
+    )
     with pytest.raises(AssertionError, match="must not run"):  # and alpha > 0 does run it
         model.alpha = 0.5
-        fit(model, torch.rand(32, 1, 28, 28), torch.randint(0, 3, (32,)), epochs=1)
+        fit_quietly(
+            model, torch.rand(32, 1, 28, 28), torch.randint(0, 3, (32,)), epochs=1, batch_size=32
+        )
 
 
 def test_teacher_weights_and_batchnorm_statistics_do_not_move() -> None:
@@ -87,7 +81,9 @@ def test_teacher_weights_and_batchnorm_statistics_do_not_move() -> None:
     student = tiny_cnn()
     student_before = {k: v.clone() for k, v in student.state_dict().items()}
     model = LogitDistillation(student, ImageInputs(RECIPE, (0.5, 1.0)), teacher, 3, alpha=0.9)
-    fit(model, torch.rand(64, 1, 28, 28), torch.randint(0, 3, (64,)), epochs=2)
+    fit_quietly(
+        model, torch.rand(64, 1, 28, 28), torch.randint(0, 3, (64,)), epochs=2, batch_size=32
+    )
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
     assert not all(torch.equal(student_before[k], v) for k, v in student.state_dict().items())
 
@@ -106,7 +102,7 @@ def test_distillation_pulls_the_student_to_the_teacher() -> None:
             return kl_divergence(model.head(model.student(inputs)), teacher(inputs), 1.0).item()
 
     start = test_kl()
-    fit(model, images, labels, epochs=8)
+    fit_quietly(model, images, labels, epochs=8, batch_size=32)
     assert test_kl() < 0.3 * start
 
 
@@ -142,7 +138,7 @@ def test_seed_training_lowers_the_seed_loss() -> None:
             return seed_loss(student, teacher(inputs), anchors, 0.07, 0.01).item()
 
     start = loss()
-    fit(model, images, torch.zeros(128, dtype=torch.long), epochs=10)
+    fit_quietly(model, images, torch.zeros(128, dtype=torch.long), epochs=10, batch_size=32)
     assert loss() < 0.5 * start
 
 

@@ -8,29 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.backbones import build_backbone, save_backbone
 from contrastive.checkpoints import CheckpointError, load_pretrained
 from contrastive.errors import ConfigError
 from contrastive.evaluate import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from tests.conftest import QUIET, needs_fashion_mnist
-
-
-def fit(model: LinearProbe, inputs: torch.Tensor, targets: torch.Tensor, epochs: int) -> None:
-    loader = DataLoader(TensorDataset(inputs, targets), batch_size=64, shuffle=True)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=loader)
+from tests.conftest import QUIET, fit_quietly, needs_fashion_mnist
 
 
 def test_softmax_probe_learns_separable_classes() -> None:
@@ -39,7 +25,7 @@ def test_softmax_probe_learns_separable_classes() -> None:
     labels = torch.randint(0, 4, (512,))
     features = centres[labels] + 0.3 * torch.randn(512, 8)
     model = LinearProbe(8, 4, "softmax", lr=1e-2, max_epochs=10)
-    fit(model, features, labels, epochs=10)
+    fit_quietly(model, features, labels, epochs=10)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), labels, "softmax")
     assert metrics["probe/test_top1"] > 0.98
@@ -51,7 +37,7 @@ def test_sigmoid_probe_learns_a_known_multi_label_rule() -> None:
     rule = torch.randn(6, 3)
     targets = (features @ rule > 0).float()  # each label is a half-space: linearly separable
     model = LinearProbe(6, 3, "sigmoid", lr=1e-2, max_epochs=15)
-    fit(model, features, targets, epochs=15)
+    fit_quietly(model, features, targets, epochs=15)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), targets, "sigmoid")
     assert metrics["probe/test_label_accuracy"] > 0.9  # chance is 0.5
@@ -63,7 +49,7 @@ def test_l2_probe_recovers_a_known_linear_map() -> None:
     weights, bias = torch.randn(5, 2), torch.tensor([0.5, -1.0])
     targets = features @ weights + bias
     model = LinearProbe(5, 2, "l2", lr=2e-2, max_epochs=30)
-    fit(model, features, targets, epochs=30)
+    fit_quietly(model, features, targets, epochs=30)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), targets, "l2")
     assert metrics["probe/test_mse"] < 0.01 * targets.var()
@@ -84,7 +70,7 @@ def test_frozen_backbone_is_bit_identical_after_training(finetune: bool) -> None
     backbone = build_backbone("small_cnn", in_channels=1, widths=[8, 16], pool_size=2)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     model = LinearProbe(64, 3, lr=1e-2, backbone=backbone, finetune=finetune, max_epochs=2)
-    fit(model, torch.randn(128, 1, 28, 28), torch.randint(0, 3, (128,)), epochs=2)
+    fit_quietly(model, torch.randn(128, 1, 28, 28), torch.randint(0, 3, (128,)), epochs=2)
     after = backbone.state_dict()
     identical = all(torch.equal(before[k], after[k]) for k in before)  # BN buffers too
     assert identical is (not finetune)

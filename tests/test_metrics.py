@@ -29,7 +29,9 @@ def test_uniformity_matches_a_loop() -> None:
     z = torch.randn(7, 3, dtype=torch.float64)
     units = [_unit(row) for row in z]
     pairs = list(itertools.combinations(units, 2))
-    total = sum(math.exp(-2 * sum((x - y) ** 2 for x, y in zip(a, b, strict=True))) for a, b in pairs)
+    total = sum(
+        math.exp(-2 * sum((x - y) ** 2 for x, y in zip(a, b, strict=True))) for a, b in pairs
+    )
     assert uniformity(z).item() == pytest.approx(math.log(total / len(pairs)), rel=1e-5)
     # antipodal pairs are the most uniform two points can be: log e^{-2*4} = -8
     assert uniformity(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])).item() == pytest.approx(-8.0)

@@ -35,6 +35,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _own_rng() -> Any:
+    """A context in which random draws (``torch.pca_lowrank`` samples) leave the training
+    RNG streams untouched: drawing pictures must not change what the run learns."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def project_2d(features: Tensor) -> tuple[Tensor, str]:
     """``(N, F)`` -> ``(N, 2)`` coordinates and the method's name: UMAP if installed, else
     PCA (the top two principal components)."""
@@ -205,9 +212,10 @@ class MediaLogger(pl.Callback):
         if not self._features or not self._drawing_epoch(trainer):
             return
         features, labels = torch.cat(self._features), torch.cat(self._labels)
-        coords, method = project_2d(features)
-        self._draw_map(trainer, coords, labels, method)
-        self._log_table(trainer, pl_module, features, labels, coords)
+        with _own_rng():
+            coords, method = project_2d(features)
+            self._draw_map(trainer, coords, labels, method)
+            self._log_table(trainer, pl_module, features, labels, coords)
 
     def _class_names(self, trainer: pl.Trainer, count: int) -> list[str]:
         classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
