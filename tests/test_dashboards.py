@@ -181,3 +181,19 @@ def test_demo_results_table_is_logged_in_the_pretraining_group(
     assert any(row.get("demo/results", {}).get("_type") == "table-file" for row in run.history)
     assert torch.load(out / "pretrain" / "backbone.pt", weights_only=True)["git_commit"]
     assert read_run(runs_logged[0]).summary["demo/results_md"] == "| method | top-1 |"
+
+
+def test_drawing_pictures_does_not_change_what_the_run_learns(tmp_path: Path) -> None:
+    """The media and health callbacks draw random numbers (PCA) and read the model; the
+    trained weights must be bit-identical with them and without them."""
+    overrides = [o for o in PRETRAIN if not o.startswith("trainer.max_epochs")]
+    common = [*overrides, "trainer.max_epochs=2", "logger=none"]
+    run_job_in(tmp_path / "with", pretrain, "pretrain", *common)
+    run_job_in(
+        tmp_path / "without", pretrain, "pretrain", *common, "~callbacks.media", "~callbacks.health"
+    )
+    assert (tmp_path / "with" / "media" / "embedding_map_epoch001.png").is_file()
+    assert not (tmp_path / "without" / "media").exists()
+    with_media = torch.load(tmp_path / "with" / "backbone.pt", weights_only=True)["state_dict"]
+    without = torch.load(tmp_path / "without" / "backbone.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(with_media[k], without[k]) for k in without)

@@ -6,7 +6,7 @@
   when ``umap-learn`` is installed, else PCA);
 - ``curves.png`` (and ``history.jsonl``, the numbers behind it): loss and accuracy curves;
 - a W&B table ``media/embeddings`` of test thumbnails, labels, 2-D coordinates and
-  PCA-reduced features, for W&B's embedding projector.
+  PCA-reduced features at the last epoch, for W&B's embedding projector.
 """
 
 from __future__ import annotations
@@ -106,10 +106,13 @@ class MediaLogger(pl.Callback):
         directory.mkdir(parents=True, exist_ok=True)
         return directory
 
+    @staticmethod
+    def _last_epoch(trainer: pl.Trainer) -> bool:
+        return trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs - 1
+
     def _drawing_epoch(self, trainer: pl.Trainer) -> bool:
         epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
-        return epoch == 0 or (epoch + 1) % self.every_n_epochs == 0 or last
+        return epoch == 0 or (epoch + 1) % self.every_n_epochs == 0 or self._last_epoch(trainer)
 
     @staticmethod
     def _publish(trainer: pl.Trainer, key: str, path: Path, caption: str) -> None:
@@ -215,7 +218,8 @@ class MediaLogger(pl.Callback):
         with _own_rng():
             coords, method = project_2d(features)
             self._draw_map(trainer, coords, labels, method)
-            self._log_table(trainer, pl_module, features, labels, coords)
+            if self._last_epoch(trainer):  # the projector wants the final embeddings
+                self._log_table(trainer, pl_module, features, labels, coords)
 
     def _class_names(self, trainer: pl.Trainer, count: int) -> list[str]:
         classes = getattr(getattr(trainer, "datamodule", None), "classes", None)
