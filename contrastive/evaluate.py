@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
-from contrastive.callbacks.knn import knn_predict
+from contrastive.callbacks.knn import knn_top1
 from contrastive.checkpoints import PROBE_HEAD_FILE, load_pretrained, save_probe_head
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
@@ -224,16 +224,12 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     bank_loader, test_loader = datamodule.val_dataloader()
     bank, bank_labels = extract_features(encoder, bank_loader)
     test, test_labels = extract_features(encoder, test_loader)
-    keep = bank_labels >= 0  # unlabelled samples cannot vote
-    num_classes = int(max(bank_labels.max(), test_labels.max()).item()) + 1
-    scores = knn_predict(
-        test, bank[keep], bank_labels[keep], num_classes, cfg.knn.k, cfg.knn.temperature
-    )
+    top1, voters = knn_top1(bank, bank_labels, test, test_labels, cfg.knn.k, cfg.knn.temperature)
     metrics: dict[str, Any] = {
-        "knn/test_top1": float((scores.argmax(dim=1) == test_labels).float().mean()),
+        "knn/test_top1": float(top1),
         "knn/k": int(cfg.knn.k),
         "knn/temperature": float(cfg.knn.temperature),
-        "knn/bank_samples": int(keep.sum()),
+        "knn/bank_samples": voters,
         "knn/test_samples": int(test_labels.numel()),
         "time/total_seconds": time.perf_counter() - started,
     }

@@ -49,6 +49,22 @@ def knn_predict(
     return torch.cat(scores)
 
 
+def knn_top1(
+    bank: Tensor,
+    bank_labels: Tensor,
+    test: Tensor,
+    test_labels: Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> tuple[Tensor, int]:
+    """Top-1 accuracy of :func:`knn_predict` on ``test`` against ``bank``, and how many bank
+    samples voted: those with a label ``< 0`` (unlabelled) cannot vote."""
+    keep = bank_labels >= 0
+    num_classes = int(max(bank_labels.max(), test_labels.max()).item()) + 1
+    scores = knn_predict(test, bank[keep], bank_labels[keep], num_classes, k, temperature)
+    return (scores.argmax(dim=1) == test_labels).float().mean(), int(keep.sum())
+
+
 class KNNMonitor(pl.Callback):
     """Logs ``val/knn_top1``: kNN accuracy of test features against the training bank.
 
@@ -96,12 +112,7 @@ class KNNMonitor(pl.Callback):
             return
         bank, bank_labels = self._gathered(pl_module, 0)
         test, test_labels = self._gathered(pl_module, 1)
-        keep = bank_labels >= 0  # unlabelled samples cannot vote
-        num_classes = int(max(bank_labels.max(), test_labels.max()).item()) + 1
-        scores = knn_predict(
-            test, bank[keep], bank_labels[keep], num_classes, self.k, self.temperature
-        )
-        top1 = (scores.argmax(dim=1) == test_labels).float().mean()
+        top1, _ = knn_top1(bank, bank_labels, test, test_labels, self.k, self.temperature)
         self.num_test_samples = int(test_labels.numel())
         self.last_epoch = trainer.current_epoch
         pl_module.log("val/knn_top1", top1, rank_zero_only=True, sync_dist=False)
