@@ -35,7 +35,7 @@ from contrastive.methods.distillation import (
     distillation_metrics,
 )
 from contrastive.methods.linear_probe import evaluate_outputs
-from contrastive.train import build_logger, finish_job
+from contrastive.train import build_logger, finish_job, provenance
 from contrastive.transforms import ImageInputs, ViewRecipe
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def _check_head(info: dict[str, Any], cfg: DictConfig, datamodule: Any) -> None:
 
 
 def _student_files(
-    student: nn.Module, output_dir: Path, info: dict[str, Any], **extra: Any
+    cfg: DictConfig, student: nn.Module, output_dir: Path, info: dict[str, Any], **extra: Any
 ) -> None:
     directory = output_dir / "student"
     directory.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def _student_files(
         student.cpu(),
         str(directory / "backbone.pt"),
         recipe=info["recipe"],
-        **{k: v for k, v in info.items() if k in ("wandb_group", "config", "git_commit")},
+        **provenance(cfg, info),
         **extra,
     )
 
@@ -152,7 +152,7 @@ def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[st
             top1 = evaluate_outputs(teacher_logits, labels, "softmax")["probe/test_top1"]
             metrics["distill/teacher_top1"] = float(top1)
             if trainer.is_global_zero:
-                _student_files(student, output_dir, info, dataset=str(cfg.data.dataset))
+                _student_files(cfg, student, output_dir, info, dataset=str(cfg.data.dataset))
                 save_probe_head(
                     model.head.cpu(),
                     output_dir / "student" / PROBE_HEAD_FILE,
@@ -177,7 +177,11 @@ def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[st
 def _representation(
     cfg: DictConfig, datamodule: Any, output_dir: Path
 ) -> tuple[dict[str, Any], Any]:
-    backbone, info = load_pretrained(cfg.teacher)  # a probe run or a pretraining run
+    # A probe run (its head's test accuracy is shown for comparison) or a pretraining run.
+    if (Path(cfg.teacher) / PROBE_HEAD_FILE).is_file():
+        backbone, _, info = load_teacher(cfg.teacher)
+    else:
+        backbone, info = load_pretrained(cfg.teacher)
     check_data(datamodule, backbone, info, cfg)
     logger = build_logger(cfg, info)
     recipe = ViewRecipe(**info["recipe"])
@@ -212,17 +216,17 @@ def _representation(
     )
     results = evaluate_outputs(outputs, labels, probe.objective)
     metrics["distill/student_probe_top1"] = float(results["probe/test_top1"])
-    teacher_metrics = info.get("metrics") or {}
-    head_file = Path(cfg.teacher) / PROBE_HEAD_FILE
-    if head_file.is_file():  # the teacher's own linear-probe accuracy, for comparison
-        _, _, teacher_info = load_teacher(cfg.teacher)
-        teacher_metrics = teacher_info["head"].get("metrics", {})
+    teacher_metrics = (
+        info["head"].get("metrics", {}) if "head" in info else info.get("metrics") or {}
+    )
     if "probe/test_top1" in teacher_metrics:
         metrics["distill/teacher_probe_top1"] = float(teacher_metrics["probe/test_top1"])
     metrics["distill/teacher_params"] = sum(p.numel() for p in backbone.parameters())
     metrics["distill/student_params"] = sum(p.numel() for p in student.parameters())
     if trainer.is_global_zero:
-        _student_files(student, output_dir, info, dataset=str(cfg.data.dataset), metrics=metrics)
+        _student_files(
+            cfg, student, output_dir, info, dataset=str(cfg.data.dataset), metrics=metrics
+        )
     return metrics, logger
 
 
