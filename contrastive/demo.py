@@ -72,12 +72,12 @@ def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: 
     backbone = out / "pretrain" / "backbone.pt"
     if not (out / "pretrain" / "wandb").is_dir() or not backbone.is_file():
         return
-    import torch
     import wandb
 
+    from contrastive.checkpoints import load_pretrained
     from contrastive.train import git_commit
 
-    source = torch.load(backbone, map_location="cpu", weights_only=True)
+    _, source = load_pretrained(backbone)
     rows = [
         [label, metrics.get(job, {}).get(key)]
         for label, job, key in ROWS

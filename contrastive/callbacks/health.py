@@ -37,7 +37,7 @@ class TrainingHealth(pl.Callback):
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if grads:
-            norm = torch.linalg.vector_norm(torch.stack([g.detach().norm() for g in grads]))
+            norm = torch.nn.utils.get_total_norm(grads)
             pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     @torch.no_grad()

@@ -53,9 +53,16 @@ def project_2d(features: Tensor) -> tuple[Tensor, str]:
         return torch.as_tensor(coords), "UMAP"
     except ImportError:
         pass
+    return pca(features, 2), "PCA"
+
+
+def pca(features: Tensor, dims: int) -> Tensor:
+    """``(N, F)`` -> ``(N, min(dims, N, F))``: the centred features on their top principal
+    components (``torch.pca_lowrank``, randomised: call it under :func:`_own_rng`)."""
+    features = features.float()
     centred = features - features.mean(dim=0)
-    _, _, basis = torch.pca_lowrank(centred, q=min(2, *centred.shape), center=False)
-    return centred @ basis[:, :2], "PCA"
+    _, _, basis = torch.pca_lowrank(centred, q=min(dims, *centred.shape), center=False)
+    return centred @ basis
 
 
 def denormalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
@@ -267,10 +274,7 @@ class MediaLogger(pl.Callback):
         recipe = cast(Any, pl_module).recipe
         mean, std = recipe.channel_stats()
         thumbnails = denormalize(torch.cat(self._images)[:rows], mean, std)
-        centred = features[:rows] - features[:rows].mean(dim=0)
-        q = min(self.table_dim, *centred.shape)
-        _, _, basis = torch.pca_lowrank(centred, q=q, center=False)
-        reduced = centred @ basis
+        reduced = pca(features[:rows], self.table_dim)
         names = self._class_names(trainer, int(labels.max()) + 1)
         data = []
         for i in range(rows):
