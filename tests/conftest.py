@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,16 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) ->
         *QUIET,
     )
     return run
+
+
+def run_script(
+    script: str, *overrides: str, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``scripts/<script>`` with Hydra ``overrides`` as a user would (W&B offline)."""
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / script)]
+    command += overrides
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def fit_quietly(

@@ -22,7 +22,7 @@ from contrastive.evaluate import knn_eval, linear_probe
 from contrastive.losses import cross_entropy, kl_divergence, seed_loss
 from contrastive.methods.distillation import LogitDistillation, RepresentationDistillation
 from contrastive.transforms import ImageInputs, ViewRecipe
-from tests.conftest import QUIET, fit_quietly, run_job_in
+from tests.conftest import QUIET, fit_quietly, run_job_in, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["data=synthetic", "data.num_samples=256"]
@@ -232,18 +232,7 @@ def test_bad_settings(tmp_path: Path, probe_run: Path, override: str, message: s
 def test_cli_teacher_without_probe_head_is_one_clear_message(
     tmp_path: Path, pretrained_run: Path
 ) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "distill.py"),
-            f"teacher={pretrained_run}",
-            f"hydra.run.dir={tmp_path}/run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
+    result = run_script("distill.py", f"teacher={pretrained_run}", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{pretrained_run / 'probe_head.pt'} is missing" in result.stderr

@@ -16,7 +16,7 @@ from contrastive.checkpoints import CheckpointError, load_pretrained
 from contrastive.errors import ConfigError
 from contrastive.evaluate import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from tests.conftest import QUIET, fit_quietly, needs_fashion_mnist
+from tests.conftest import QUIET, fit_quietly, needs_fashion_mnist, run_script
 
 
 def test_softmax_probe_learns_separable_classes() -> None:
@@ -147,20 +147,9 @@ def test_number_of_classes_that_does_not_match_the_data(
 
 
 def test_cli_garbage_checkpoint_is_one_clear_message(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
     garbage = tmp_path / "backbone.pt"
     garbage.write_bytes(b"\x00garbage")
-    script = Path(__file__).resolve().parents[1] / "scripts" / "linear_probe.py"
-    result = subprocess.run(
-        [sys.executable, str(script), f"pretrained={garbage}", f"hydra.run.dir={tmp_path}/run"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
+    result = run_script("linear_probe.py", f"pretrained={garbage}", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"{garbage} is not a readable checkpoint" in result.stderr
