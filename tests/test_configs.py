@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from contrastive.data import ImageDataModule
 from contrastive.transforms import ViewRecipe
-from tests.conftest import options
+from tests.conftest import options, run_script
 
 # Options that need a value only a user can give.
 REQUIRED: dict[str, list[str]] = {
@@ -100,3 +101,32 @@ def test_struct_mode_rejects_unknown_keys(compose_cfg: Any) -> None:
 
     with pytest.raises(ConfigCompositionException, match="max_epoch"):
         compose_cfg("trainer.max_epoch=1")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=abc", r"data.batch_size"),  # a bad type: the schema's int
+        ("loss.temperature=warm", r"loss.temperature"),
+        ("augment.flip_prob=[1]", r"augment.flip_prob"),
+        ("backbone.widths=wide", r"backbone.widths"),
+        ("data.batchsize=64", r"batchsize"),  # an unknown key
+        ("new_key=1", r"new_key"),  # a new key needs +
+        ("backbone=resnet99", r"resnet99"),  # an unknown group option
+    ],
+)
+def test_bad_overrides_fail_at_composition_naming_the_key(
+    compose_cfg: Any, override: str, message: str
+) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_cfg(override)
+    assert re.search(message, f"{error.value} {error.value.__cause__}")
+
+
+def test_cli_bad_type_is_one_message(tmp_path: Path) -> None:
+    result = run_script("pretrain.py", "data.batch_size=abc", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 1
+    assert "data.batch_size" in result.stderr and "Integer" in result.stderr
+    assert "Traceback" not in result.stderr

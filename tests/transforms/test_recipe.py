@@ -179,6 +179,7 @@ def test_preset_equals_its_yaml(name: str) -> None:
     config = OmegaConf.to_container(OmegaConf.load(AUGMENT_DIR / f"{name}.yaml"), resolve=True)
     assert isinstance(config, dict)
     assert config.pop("_target_") == "contrastive.transforms.ViewRecipe"
+    assert config.pop("defaults") == ["/schema/augment@_here_", "_self_"]
     assert sorted(config) == sorted(FIELDS), "the YAML must spell out every field"
     from_yaml = ViewRecipe(**config)  # type: ignore[arg-type]
     from_python = preset(name)

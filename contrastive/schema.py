@@ -1,0 +1,113 @@
+"""Typed schemas for the main config groups, registered in Hydra's ConfigStore.
+
+Each group option in ``conf/`` starts its defaults list with its group's schema
+(``- /schema/data@_here_``), so a value of the wrong type (``data.batch_size=abc``) fails
+when the config is composed, with Hydra's message naming the key, before any work. Unknown
+keys fail there too (the configs are in struct mode), as do new keys without ``+`` and
+unknown group options. What a type cannot say (a temperature must be positive, a crop
+range ordered) the constructors check, also before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# Optional[...] rather than "X | None": OmegaConf reads these annotations at run time,
+# and on Python 3.10 it does not understand the "|" form in strings.
+
+
+@dataclass
+class DataSchema:
+    _target_: str = "contrastive.data.ImageDataModule"
+    dataset: str = MISSING
+    root: Optional[str] = "data"  # noqa: UP045
+    download: bool = False
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    num_workers: int = 0
+    bank_size: Optional[int] = None  # noqa: UP045
+    image_size: int = 32
+    channels: int = 3
+    num_samples: int = 2048
+    num_classes: Optional[int] = 10  # noqa: UP045
+    labelled: bool = True
+    on_bad_image: str = "error"
+    seed: int = 0
+
+
+@dataclass
+class LossSchema:
+    _target_: str = "contrastive.losses.InfoNCELoss"
+    temperature: float = 0.2
+    gather_distributed: bool = True
+
+
+@dataclass
+class AugmentSchema:
+    _target_: str = "contrastive.transforms.ViewRecipe"
+    image_size: int = MISSING
+    channels: int = MISSING
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    num_views: int = 2
+    backend: str = "batched"
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.333333])
+    flip_prob: float = 0.5
+    jitter_prob: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    blur_kernel_size: int = 0
+    solarize_prob: float = 0.0
+    solarize_threshold: float = 0.5
+
+
+@dataclass
+class SmallCNNSchema:
+    _target_: str = "contrastive.backbones.build_backbone"
+    name: str = "small_cnn"
+    in_channels: int = 3
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_stage: int = 1
+    pool_size: int = 4
+
+
+@dataclass
+class ResNetSchema:
+    _target_: str = "contrastive.backbones.build_backbone"
+    name: str = "resnet18"
+    in_channels: int = 3
+    small_stem: bool = True
+
+
+@dataclass
+class OptimSchema:
+    lr_scaling: str = "none"
+    optimizer: dict[str, Any] = MISSING
+    scheduler: Optional[dict[str, Any]] = None  # noqa: UP045
+
+
+SCHEMAS: dict[str, type] = {
+    "data": DataSchema,
+    "loss": LossSchema,
+    "augment": AugmentSchema,
+    "small_cnn": SmallCNNSchema,
+    "resnet": ResNetSchema,
+    "optim": OptimSchema,
+}
+
+
+def register() -> None:
+    """Store every schema as ``schema/<name>`` (idempotent)."""
+    store = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        store.store(group="schema", name=name, node=node)
