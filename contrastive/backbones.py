@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 import torchvision
 from torch import Tensor, nn
+
+from contrastive.atomic import atomic_save
 
 
 class SmallCNN(nn.Module):
@@ -25,6 +26,7 @@ class SmallCNN(nn.Module):
     Fashion-MNIST garments.
 
     Examples:
+        >>> import torch
         >>> net = SmallCNN(in_channels=1, widths=(8, 16), pool_size=2)
         >>> net.feature_dim, tuple(net(torch.zeros(2, 1, 28, 28)).shape)
         (64, (2, 64))
@@ -71,6 +73,7 @@ class Pixels(nn.Module):
     (``scripts/linear_probe.py pretrained=pixels``).
 
     Examples:
+        >>> import torch
         >>> Pixels(in_channels=1, image_size=4)(torch.zeros(2, 1, 4, 4)).shape
         torch.Size([2, 16])
     """
@@ -99,6 +102,7 @@ def resnet(arch: str = "resnet18", in_channels: int = 3, small_stem: bool = Fals
     loads into ``torchvision.models.<arch>()`` (all keys but ``fc.*``).
 
     Examples:
+        >>> import torch
         >>> net = resnet("resnet18", in_channels=1, small_stem=True)
         >>> net.feature_dim, tuple(net(torch.zeros(2, 1, 32, 32)).shape)
         (512, (2, 512))
@@ -183,4 +187,4 @@ def save_backbone(backbone: nn.Module, path: str, **extra: Any) -> None:
         "state_dict": backbone.state_dict(),
         **extra,
     }
-    torch.save(payload, path)
+    atomic_save(payload, path)

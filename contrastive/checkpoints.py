@@ -1,18 +1,22 @@
 """Load a pretrained backbone from a run directory, ``backbone.pt`` or a Lightning ``.ckpt``.
 
 Everything is read with ``torch.load(weights_only=True)``: tensors and plain containers
-only, so a file from a stranger cannot run code. Every failure is a
+only, so a file from a stranger cannot run code; a file that needs more is refused unless
+the caller passes ``trust=True`` (the jobs' ``trust_checkpoint=true``). Every failure is a
 :class:`CheckpointError` that names the file and what was expected.
 """
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from contrastive.atomic import atomic_save
 from contrastive.backbones import BACKBONE_FORMAT, build_backbone, feature_dim
 from contrastive.heads import LinearHead
 
@@ -25,15 +29,44 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what was expected."""
 
 
-def _read(path: Path) -> Any:
+def read_checkpoint(path: Path, trust: bool = False) -> Any:
+    """The contents of a torch file, or a :class:`CheckpointError` naming it: truncated or
+    corrupt (:func:`checkpoint_problem`), or a pickle that needs code to load while
+    ``trust`` is false. Tensors are memory-mapped, not read, until used."""
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({problem}); expected a backbone.pt or a "
+            "Lightning last.ckpt written by contrastive's pretraining job"
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, garbage, or a pickle needing code
+        return torch.load(path, map_location="cpu", weights_only=not trust, mmap=True)
+    except pickle.UnpicklingError as error:  # a pickle that would run code to load
+        raise CheckpointError(
+            f"{path} needs arbitrary code to load ({str(error).splitlines()[0][:200]}), so it "
+            "was refused: a checkpoint is a pickle, and loading one from a stranger can run "
+            "anything. If you trust where it came from, pass trust_checkpoint=true"
+        ) from None
+    except Exception as error:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200]}); expected a backbone.pt or a Lightning "
             "last.ckpt written by contrastive's pretraining job"
         ) from None
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a whole torch file (truncated, garbage, a bad CRC in any
+    record), or ``None`` when it is. Reads every byte; unpickles nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
+                return "not a torch checkpoint (no data.pkl record)"
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        return f"unreadable ({type(error).__name__}: {str(error)[:120]})"
+    return f"corrupt record {bad}" if bad is not None else None
 
 
 def resolve(path: str | Path) -> Path:
@@ -52,14 +85,14 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load_pretrained(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_pretrained(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the pretrained backbone described by ``path`` and load its weights.
 
     Returns the backbone (in eval mode) and the file's metadata: ``spec``, ``recipe`` (the
     view recipe it was trained with, as a dict), ``dataset``, ``num_classes``, ``path``.
     """
     file = resolve(path)
-    payload = _read(file)
+    payload = read_checkpoint(file, trust)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{file} holds a {type(payload).__name__}, not a checkpoint dict")
     if payload.get("format") == BACKBONE_FORMAT:
@@ -109,10 +142,12 @@ def save_probe_head(head: LinearHead, path: str | Path, **extra: Any) -> None:
         "state_dict": head.state_dict(),
         **extra,
     }
-    torch.save(payload, path)
+    atomic_save(payload, path)
 
 
-def load_teacher(path: str | Path) -> tuple[nn.Module, LinearHead, dict[str, Any]]:
+def load_teacher(
+    path: str | Path, trust: bool = False
+) -> tuple[nn.Module, LinearHead, dict[str, Any]]:
     """The backbone and linear head of a linear-probe run directory (a distillation teacher).
 
     Returns ``(backbone, head, info)``, both modules in eval mode; ``info`` is the
@@ -137,8 +172,8 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, LinearHead, dict[str, Any
             f"{head_file} is missing: teacher= must be a linear-probe run directory holding "
             f"backbone.pt and {PROBE_HEAD_FILE}{hint}"
         )
-    backbone, info = load_pretrained(directory / "backbone.pt")
-    payload = _read(head_file)
+    backbone, info = load_pretrained(directory / "backbone.pt", trust)
+    payload = read_checkpoint(head_file, trust)
     if not isinstance(payload, dict) or payload.get("format") != PROBE_HEAD_FORMAT:
         raise CheckpointError(
             f"{head_file} is not a probe head written by scripts/linear_probe.py (no "
