@@ -13,9 +13,10 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
+from contrastive import schema
 from contrastive.checkpoints import CheckpointError
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
-from contrastive.errors import ConfigError
+from contrastive.errors import ConfigError, Preempted, TrainingHalted
 
 
 def _conf_dir() -> str:
@@ -27,9 +28,13 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
+schema.register()  # the typed schemas conf/ refers to (/schema/<name>)
 # SimCLR makes its views in LightningModule.on_after_batch_transfer on purpose; Lightning
 # notes at every fit that the module's hook wins over the datamodule's.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+# The training loader resumes mid-epoch through its sampler (contrastive.data.sampler), not
+# through Lightning's loader state_dict, which this warning asks for.
+warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 # The evaluation jobs keep frozen backbones and teachers in eval mode on purpose.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 USER_ERRORS = (
@@ -52,12 +57,19 @@ def _user_error_message(error: BaseException) -> str:
 
 
 def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
-    """Run ``job`` and exit with status 2 and a one-paragraph message on a user error."""
+    """Run ``job``; exit with status 2 and a one-paragraph message on a user error, and
+    with ``128 + signal`` after a signal stopped it (its checkpoint written)."""
     try:
         metrics = job(cfg)
     except USER_ERRORS as error:
         print(f"error: {_user_error_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except TrainingHalted as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except Preempted as stop:  # a checkpoint is written; exit 128 + signal (143: SIGTERM)
+        print(str(stop), file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
     value = metrics.get(cfg.get("optimized_metric", "val/knn_top1"))
     return float(value) if value is not None else None
 

@@ -108,7 +108,7 @@ def _student_files(
 
 
 def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[str, Any], Any]:
-    backbone, head, info = load_teacher(cfg.teacher)
+    backbone, head, info = load_teacher(cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False)))
     check_data(datamodule, backbone, info, cfg)
     _check_head(info, cfg, datamodule)
     recipe = ViewRecipe(**info["recipe"])
@@ -179,9 +179,13 @@ def _representation(
 ) -> tuple[dict[str, Any], Any]:
     # A probe run (its head's test accuracy is shown for comparison) or a pretraining run.
     if (Path(cfg.teacher) / PROBE_HEAD_FILE).is_file():
-        backbone, _, info = load_teacher(cfg.teacher)
+        backbone, _, info = load_teacher(
+            cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False))
+        )
     else:
-        backbone, info = load_pretrained(cfg.teacher)
+        backbone, info = load_pretrained(
+            cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False))
+        )
     check_data(datamodule, backbone, info, cfg)
     logger = build_logger(cfg, info)
     recipe = ViewRecipe(**info["recipe"])

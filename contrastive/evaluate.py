@@ -150,7 +150,9 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
     if cfg.pretrained == "pixels":
         backbone, info = pixel_backbone(datamodule)
     else:
-        backbone, info = load_pretrained(cfg.pretrained)
+        backbone, info = load_pretrained(
+            cfg.pretrained, trust=bool(cfg.get("trust_checkpoint", False))
+        )
     recipe = ViewRecipe(**info["recipe"])
     check_data(datamodule, backbone, info, cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg, info), callbacks=[])
@@ -215,7 +217,7 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     as ``knn/test_top1``."""
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
-    backbone, info = load_pretrained(cfg.pretrained)
+    backbone, info = load_pretrained(cfg.pretrained, trust=bool(cfg.get("trust_checkpoint", False)))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     check_data(datamodule, backbone, info, cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import time
 from dataclasses import asdict
@@ -18,10 +19,13 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
 
 from contrastive import distributed
+from contrastive.atomic import AtomicCheckpointIO
 from contrastive.backbones import in_channels, save_backbone
-from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
+from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, Preempted, ViewThroughput
+from contrastive.checkpoints import checkpoint_problem, read_checkpoint
 from contrastive.errors import ConfigError
 from contrastive.methods import SimCLR
 
@@ -54,19 +58,67 @@ def git_commit() -> str | None:
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
-def build_logger(cfg: DictConfig, source: dict[str, Any] | None = None) -> pl.loggers.Logger | bool:
+def wandb_offline(cfg: DictConfig) -> bool:
+    """Whether the configured W&B logger runs offline (``logger.offline`` or
+    ``WANDB_MODE=offline``)."""
+    mode = os.environ.get("WANDB_MODE", "")
+    return bool(cfg.logger.get("offline", False)) or mode in ("offline", "dryrun", "disabled")
+
+
+def start_wandb(cfg: DictConfig, overrides: dict[str, Any]) -> pl.loggers.WandbLogger:
+    """The W&B logger, started now; an online start that fails (no network, W&B down, a
+    bad key) falls back to an offline run with a warning: W&B never fails a job."""
+    logger = instantiate(cfg.logger, _convert_="all", **overrides)
+    if wandb_offline(cfg):
+        return logger
+    try:
+        logger.experiment  # noqa: B018 - wandb.init runs here, on rank zero
+    except Exception as error:
+        log.warning(
+            "W&B could not start online (%s: %s); logging offline under %s instead, "
+            "upload it later with `wandb sync`",
+            type(error).__name__,
+            str(error).splitlines()[0][:200] if str(error) else "",
+            cfg.logger.get("save_dir"),
+        )
+        import wandb
+
+        wandb.teardown()  # drop what the failed start left behind
+        os.environ["WANDB_MODE"] = "offline"  # this process only: it outranks offline=True
+        offline = {k: v for k, v in overrides.items() if k not in ("id", "resume")}
+        logger = instantiate(cfg.logger, _convert_="all", **offline, offline=True)
+    return logger
+
+
+def build_logger(
+    cfg: DictConfig, source: dict[str, Any] | None = None, resume_run_id: str | None = None
+) -> pl.loggers.Logger | bool:
     """The job's logger, with the composed config, the git commit and (for evaluation jobs,
     from ``source``, the metadata of the backbone they load) the pretraining config as
     hyperparameters. A W&B run joins the W&B group of the pretraining run it evaluates
-    unless ``group`` is set, so one experiment's runs sit together on the dashboard."""
+    unless ``group`` is set, so one experiment's runs sit together on the dashboard. A
+    resumed pretraining job passes the W&B run id its checkpoint recorded: online, the run
+    continues on the same dashboard run; offline (W&B cannot resume offline runs) it
+    starts a new offline run, with a warning naming both."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return False
     overrides: dict[str, Any] = {}
+    logger: pl.loggers.Logger
     if str(cfg.logger._target_).endswith("WandbLogger"):
         group = cfg.get("group") or (source or {}).get("wandb_group")
         if group:
             overrides["group"] = group
-    logger = instantiate(cfg.logger, _convert_="all", **overrides)
+        if resume_run_id and wandb_offline(cfg):
+            log.warning(
+                "W&B is offline and cannot resume offline run %s: this job logs to a new "
+                "offline run; `wandb sync` both",
+                resume_run_id,
+            )
+        elif resume_run_id:
+            overrides.update(id=resume_run_id, resume="allow")
+        logger = start_wandb(cfg, overrides)
+    else:
+        logger = instantiate(cfg.logger, _convert_="all")
     hyperparameters: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     hyperparameters["git_commit"] = git_commit()
     if source is not None and source.get("config") is not None:
@@ -109,25 +161,43 @@ def log_backbone_artifact(
 
 
 def resume_path(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from: ``resume=auto`` takes the run directory's
-    ``checkpoints/last.ckpt`` when there is one (a requeued SLURM or submitit job reruns in
-    the same directory); ``resume=<path>`` takes that file; ``resume=null`` starts fresh."""
+    """The checkpoint to resume from: ``resume=auto`` takes the newest whole checkpoint in
+    the run directory (``checkpoints/last.ckpt``, Lightning's SLURM ``hpc_ckpt_*.ckpt``,
+    then the best ``checkpoints/epoch*.ckpt``; a requeued SLURM or submitit job reruns in
+    the same directory), skipping truncated or corrupt ones with a warning;
+    ``resume=<path>`` takes that file; ``resume=null`` starts fresh. A run directory that
+    holds checkpoints but no whole one is an error, never a silent fresh start."""
     resume = cfg.get("resume")
     if resume is None:
         return None
     if resume == "auto":
         output_dir = Path(cfg.output_dir)
-        candidates = [output_dir / "checkpoints" / "last.ckpt", *output_dir.glob("hpc_ckpt_*.ckpt")]
-        existing = [p for p in candidates if p.is_file()]
-        if not existing:
-            return None
-        newest = max(existing, key=lambda p: p.stat().st_mtime)
-        log.info("resuming from %s", newest)
-        # "hpc": Lightning's own SLURM requeue checkpoint, which Lightning then loads.
-        return "hpc" if newest.name.startswith("hpc_ckpt_") else str(newest)
-    if not Path(resume).is_file():
+        found = [
+            output_dir / "checkpoints" / "last.ckpt",
+            *output_dir.glob("hpc_ckpt_*.ckpt"),
+            *(output_dir / "checkpoints").glob("epoch*.ckpt"),
+        ]
+        existing = sorted((p for p in found if p.is_file()), key=lambda p: -p.stat().st_mtime)
+        for candidate in existing:
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                log.info("resuming from %s", candidate)
+                return str(candidate)
+            log.warning("skipping checkpoint %s: %s", candidate, problem)
+        if existing:
+            raise ConfigError(
+                f"resume=auto: no usable checkpoint in {output_dir}: "
+                + "; ".join(f"{p.name}: {checkpoint_problem(p)}" for p in existing)
+                + ". Pass resume=<a good .ckpt>, or resume=null to start afresh."
+            )
+        return None
+    path = Path(resume)
+    if not path.is_file():
         raise ConfigError(f"resume={resume!r}: no such checkpoint file (or use resume=auto)")
-    return str(resume)
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ConfigError(f"resume={resume!r}: {problem}; pass a whole .ckpt or resume=auto")
+    return str(path)
 
 
 def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConfig) -> None:
@@ -146,14 +216,18 @@ def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConf
         )
 
 
-def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
-    """Instantiate the datamodule, model, callbacks and trainer, checking them first."""
+def build(
+    cfg: DictConfig, resume_run_id: str | None = None
+) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
+    """Instantiate the datamodule, model, callbacks and trainer, checking them first
+    (``resume_run_id``: the W&B run a resumed job continues, see :func:`build_logger`)."""
     datamodule = instantiate(cfg.data, _convert_="all")
     recipe = instantiate(cfg.augment, _convert_="all")
     datamodule.use_views(recipe)
     datamodule.prepare_data()  # a missing dataset fails here, before anything is built
     backbone = instantiate(cfg.backbone, _convert_="all")
     check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
+    check_image_size(backbone, recipe, cfg)
     check_classes(datamodule, cfg)
     optimizer = instantiate(cfg.optim.optimizer, _convert_="all")
     scheduler = (
@@ -181,8 +255,12 @@ def build(cfg: DictConfig) -> tuple[Any, SimCLR, list[pl.Callback], pl.Trainer]:
         log.warning("SyncBatchNorm needs GPUs; on CPU each process keeps its own BN statistics")
         trainer_overrides["sync_batchnorm"] = False
     callbacks = build_callbacks(cfg, labelled=datamodule.labelled)
+    trainer_overrides["plugins"] = [AtomicCheckpointIO()]  # a crash never leaves half a file
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=build_logger(cfg), **trainer_overrides
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=build_logger(cfg, resume_run_id=resume_run_id),
+        **trainer_overrides,
     )
     check_batches(datamodule, trainer)
     return datamodule, model, callbacks, trainer
@@ -202,6 +280,47 @@ def build_callbacks(cfg: DictConfig, labelled: bool) -> list[pl.Callback]:
             overrides = {"monitor": None, "save_top_k": 0}
         callbacks.append(instantiate(node, _convert_="all", **overrides))
     return callbacks
+
+
+def check_image_size(backbone: nn.Module, recipe: Any, cfg: DictConfig) -> None:
+    """Refuse, before any work, views too small for the backbone: one dummy forward pass,
+    watching every strided convolution and pooling for an input smaller than its stride
+    (the feature map has already run out)."""
+    size, channels = int(recipe.image_size), int(recipe.channels)
+    problems: list[str] = []
+
+    def watch(name: str, stride: int) -> Any:
+        def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            height, width = inputs[0].shape[-2:]
+            if min(height, width) < stride and not problems:
+                problems.append(f"its {name} (stride {stride}) would get a {height}x{width} map")
+
+        return hook
+
+    handles = []
+    for name, module in backbone.named_modules():
+        stride = getattr(module, "stride", 1)
+        stride = max(stride) if isinstance(stride, tuple | list) else int(stride or 1)
+        if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d) and stride > 1:
+            handles.append(module.register_forward_pre_hook(watch(name, stride)))
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(1, channels, size, size))
+    except RuntimeError as error:
+        problems.append(str(error).splitlines()[0][:160])
+    finally:
+        backbone.train(was_training)
+        for handle in handles:
+            handle.remove()
+    if problems:
+        spec = getattr(backbone, "backbone_spec", {}) or {}
+        raise ConfigError(
+            f"augment.image_size={size} is too small for backbone {spec.get('name', '?')}: "
+            f"{problems[0]}. Use larger views (augment.image_size) or a backbone that "
+            "downsamples less (backbone.small_stem=true for ResNets, fewer backbone.widths "
+            "for small_cnn)"
+        )
 
 
 def check_classes(datamodule: Any, cfg: DictConfig) -> None:
@@ -231,7 +350,14 @@ def check_optim(optimizer: Any, scheduler: Any) -> None:
 
 
 def check_batches(datamodule: Any, trainer: pl.Trainer) -> None:
-    """At least one full training batch per process (the last partial one is dropped)."""
+    """At least one full training batch per process (the last partial one is dropped), and
+    at least two images in a global batch (InfoNCE needs a negative)."""
+    if datamodule.batch_size * trainer.world_size < 2:
+        raise ConfigError(
+            f"data.batch_size={datamodule.batch_size} x {trainer.world_size} process(es) is a "
+            "global batch of one image: InfoNCE needs at least 2 (each image's negatives are "
+            "the other images); raise data.batch_size"
+        )
     size = len(datamodule.train_dataloader().dataset)
     needed = datamodule.batch_size * trainer.world_size
     if size < needed:
@@ -247,9 +373,24 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, model, callbacks, trainer = build(cfg)
+    checkpoint = resume_path(cfg)
+    trust = bool(cfg.get("trust_checkpoint", False))
+    run_id = None
+    if checkpoint is not None:  # refuses, with a message, a pickle that needs code
+        run_id = read_checkpoint(Path(checkpoint), trust).get("contrastive", {}).get("wandb_run_id")
+    datamodule, model, callbacks, trainer = build(cfg, resume_run_id=run_id)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=not trust)
+    except Preempted:
+        # Stopped on a signal with last.ckpt written: close the W&B run (marked preempted,
+        # so the rerun can continue it) and the process group, then exit 128 + signal.
+        for logger in trainer.loggers if trainer.is_global_zero else []:
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.experiment.mark_preempting()
+                logger.experiment.finish(exit_code=1)
+        distributed.shutdown()
+        raise
     metrics: dict[str, Any] = scalars(trainer.callback_metrics)
     knn = next((c for c in callbacks if isinstance(c, KNNMonitor)), None)
     scorers = [c for c in callbacks if isinstance(c, KNNMonitor | OnlineLinearProbe)]

@@ -70,7 +70,10 @@ class OnlineLinearProbe(pl.Callback):
     ) -> None:
         assert self.head is not None and self.optimizer is not None
         features, labels = outputs["features"].detach().float(), outputs["labels"]
-        keep = labels >= 0
+        # Rows a diverging step made NaN / Inf (see NonFiniteGuard) must not reach the head.
+        finite = torch.isfinite(features).all(dim=1)
+        features = torch.where(finite[:, None], features, 0.0)
+        keep = (labels >= 0) & finite
         self.head.train()
         with torch.enable_grad():
             logits = self.head(features)

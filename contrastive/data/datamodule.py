@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from contrastive.data.sampler import ResumableSampler
 from contrastive.data.sources import ImageArrays, ImageFolderDataset, load_arrays
 from contrastive.transforms import PerSampleViews, ViewRecipe
 
@@ -96,6 +97,8 @@ class ImageDataModule(pl.LightningDataModule):
             ``root/train`` (no class folders needed) and skips kNN / online-probe scoring.
         on_bad_image: for ``image_folder`` only: ``error`` or ``skip`` unreadable images.
         num_samples, num_classes: for ``synthetic`` only.
+        seed: the base of the training order (:class:`ResumableSampler`): epoch ``e`` is
+            shuffled by ``seed + e`` alone, so a restarted job replays it exactly.
     """
 
     def __init__(
@@ -113,6 +116,7 @@ class ImageDataModule(pl.LightningDataModule):
         num_classes: int = 10,
         labelled: bool = True,
         on_bad_image: str = "error",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if dataset not in SPLITS:
@@ -134,6 +138,7 @@ class ImageDataModule(pl.LightningDataModule):
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"data.on_bad_image must be error or skip, got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
+        self.seed = seed
         self.view_recipe: ViewRecipe | None = None
         self._splits: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
         self.classes: tuple[str, ...] = ()
@@ -192,12 +197,18 @@ class ImageDataModule(pl.LightningDataModule):
         return tuple(image.shape)  # type: ignore[return-value]
 
     def _loader(
-        self, dataset: Dataset[Any], batch_size: int, shuffle: bool, drop_last: bool | None = None
+        self,
+        dataset: Dataset[Any],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool | None = None,
+        sampler: ResumableSampler | None = None,
     ) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             drop_last=shuffle if drop_last is None else drop_last,
             num_workers=self.num_workers,
             collate_fn=collate,
@@ -209,7 +220,36 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self._load(SPLITS[self.dataset][0])
         if self.view_recipe is not None and self.view_recipe.backend == "per_sample":
             dataset = _TransformedDataset(dataset, PerSampleViews(self.view_recipe))
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        return self._loader(dataset, self.batch_size, shuffle=True, sampler=self.train_sampler())
+
+    def train_batches(self, world_size: int = 1) -> int:
+        """Training batches per epoch and process: the loader drops the partial ones."""
+        return len(self._load(SPLITS[self.dataset][0])) // world_size // self.batch_size  # type: ignore[arg-type]
+
+    def train_sampler(self) -> ResumableSampler:
+        """Each epoch's order from ``seed`` and the epoch alone, sharded by rank; when the
+        trainer restarts mid-epoch from a checkpoint, the rest of that epoch."""
+        dataset = self._load(SPLITS[self.dataset][0])
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)  # type: ignore[arg-type]
+        if trainer is not None:
+            # Lightning builds this loader (and its workers start drawing indices) before it
+            # calls set_epoch, and when it resumes from a checkpoint, the sampler must
+            # already know where the run stands. The epoch under way is ``started - 1``;
+            # its batches whose step ran are ``processed`` (a checkpoint written in
+            # on_train_batch_end has not yet counted its batch as completed).
+            epochs = trainer.fit_loop.epoch_progress.current
+            batches = trainer.fit_loop.epoch_loop.batch_progress.current
+            done = int(getattr(batches, "processed", batches.completed))
+            epoch = max(int(getattr(epochs, "started", 0)) - 1, 0)
+            if 0 < done < self.train_batches(world):
+                sampler.resume(epoch, done, self.batch_size)  # the rest of that epoch
+            elif done:
+                sampler.set_epoch(epoch + 1)  # it ended an epoch: the next one
+            else:
+                sampler.set_epoch(int(getattr(epochs, "processed", 0)))
+        return sampler
 
     def labelled_loaders(self, batch_size: int) -> tuple[DataLoader[Any], DataLoader[Any]]:
         """Unaugmented uint8 ``(train, test)`` loaders of the labelled splits, the training

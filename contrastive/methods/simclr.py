@@ -68,6 +68,7 @@ class SimCLR(pl.LightningModule):
         self.lr_scaling = lr_scaling
         self.augment_seed = augment_seed
         self._view_generator: torch.Generator | None = None
+        self._view_state: Tensor | None = None  # from a mid-epoch checkpoint
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
 
@@ -83,10 +84,14 @@ class SimCLR(pl.LightningModule):
     def view_generator(self, device: torch.device) -> torch.Generator:
         """This process's augmentation RNG, seeded ``augment_seed + global_rank`` and
         re-seeded at each epoch start with the epoch added, so a resumed run does not
-        replay the first epoch's views."""
+        replay the first epoch's views. A run resumed mid-epoch continues from the state
+        its checkpoint saved."""
         if self._view_generator is None or self._view_generator.device != device:
             self._view_generator = torch.Generator(device=device)
             self._view_generator.manual_seed(self._epoch_seed())
+            if self._view_state is not None:
+                self._view_generator.set_state(self._view_state)
+                self._view_state = None
         return self._view_generator
 
     def _epoch_seed(self) -> int:
@@ -94,6 +99,7 @@ class SimCLR(pl.LightningModule):
         return self.augment_seed + self.global_rank + 1_000_003 * epoch
 
     def on_train_epoch_start(self) -> None:
+        self._view_state = None  # (not called when resuming mid-epoch) a new epoch's seed
         if self._view_generator is not None:
             self._view_generator.manual_seed(self._epoch_seed())
         if self.recipe.backend == "per_sample":
@@ -148,8 +154,35 @@ class SimCLR(pl.LightningModule):
             "spec": getattr(self.backbone, "backbone_spec", None),
             "recipe": dataclasses.asdict(self.recipe),
         }
+        if self._view_generator is not None:  # where this epoch's views had got to
+            checkpoint["contrastive"]["view_generator"] = self._view_generator.get_state()
+        for logger in self.trainer.loggers if self._trainer is not None else []:
+            if isinstance(logger, pl.loggers.WandbLogger) and logger.version:
+                checkpoint["contrastive"]["wandb_run_id"] = logger.version  # a resume continues it
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._view_generator = None
+        self._view_state = checkpoint.get("contrastive", {}).get("view_generator")
 
     # --- optimisation -----------------------------------------------------------------------
+    def _training_batches(self) -> int:
+        """Training batches per epoch and process, from the datamodule's arithmetic rather
+        than by building the loader: Lightning calls ``configure_optimizers`` before it
+        restores a checkpoint, and a loader built then would start a resumed epoch from
+        its beginning."""
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "train_batches"):
+            trainer.estimated_stepping_batches  # noqa: B018 - sets the loader up
+            return int(trainer.num_training_batches)
+        batches = int(datamodule.train_batches(trainer.world_size))
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None and limit < 1.0:
+            batches = int(batches * limit)
+        return batches
+
     def configure_optimizers(self) -> Any:
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
         modules = nn.ModuleList([self.backbone, self.projection_head])
@@ -165,14 +198,19 @@ class SimCLR(pl.LightningModule):
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
-        total_steps = self.trainer.estimated_stepping_batches
+        batches = self._training_batches()
+        steps_per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches)
+        max_epochs, max_steps = self.trainer.max_epochs, self.trainer.max_steps
+        total_steps = (
+            float("inf") if max_epochs in (None, -1) else steps_per_epoch * max(max_epochs, 1)
+        )
+        if max_steps != -1:
+            total_steps = min(total_steps, max_steps)
         if not math.isfinite(total_steps):
             raise ConfigError(
                 "the learning-rate schedule needs a finite length: set trainer.max_epochs or "
                 "trainer.max_steps (or optim.scheduler=null)"
             )
-        batches = self.trainer.num_training_batches  # known once the loader is set up
-        steps_per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches)
         scheduler = self.scheduler_factory(
             optimizer, total_steps=int(total_steps), steps_per_epoch=max(1, steps_per_epoch)
         )

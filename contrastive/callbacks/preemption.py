@@ -1,0 +1,221 @@
+"""Stopping on a signal without losing work, and resuming bit for bit.
+
+:class:`Preemption` turns SIGTERM (what schedulers, ``kill`` and Kubernetes send) and
+SIGUSR1 (SLURM's ``--signal=USR1@<seconds>`` warning) into: finish the current step, write
+``last.ckpt``, requeue the SLURM job if there is one, exit with ``128 + signal``. Its
+handler only sets a flag; the ranks agree on the flag after every step (one all-reduce of
+one number), so a signal to any one process stops all of them at the same step, with no
+collective inside a signal handler and no hang.
+
+:class:`RNGStates` puts the global RNG states (python, numpy, torch, CUDA) in every
+checkpoint and restores them when training resumes. With the sampler's epoch-seeded order
+(:class:`contrastive.data.sampler.ResumableSampler`) and the view generator's state (in
+:class:`contrastive.methods.SimCLR`'s checkpoint), a job stopped mid-epoch and restarted
+ends with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from contrastive.errors import Preempted
+
+log = logging.getLogger(__name__)
+
+SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGUSR1": signal.SIGUSR1}
+
+
+def slurm_job_id(env: dict[str, str] | None = None) -> str | None:
+    """The id ``scontrol requeue`` takes: ``<array job>_<task>`` for an array task, else
+    ``SLURM_JOB_ID``; ``None`` outside SLURM."""
+    env = dict(os.environ) if env is None else env
+    array_job, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else env.get("SLURM_JOB_ID")
+    if job is not None and not re.fullmatch(r"[0-9]+(_[0-9]+)?", job):
+        raise ValueError(f"unexpected SLURM job id {job!r}; expected digits, or digits_digits")
+    return job
+
+
+def requeue_slurm_job(job_id: str) -> bool:
+    """``scontrol requeue <job_id>``; ``False`` (with a warning) when it fails."""
+    try:
+        result = subprocess.run(
+            ["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        log.warning("could not requeue SLURM job %s: %s", job_id, error)
+        return False
+    if result.returncode != 0:
+        log.warning("scontrol requeue %s failed: %s", job_id, result.stderr.strip())
+        return False
+    return True
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> Path:
+    """Where ``resume=auto`` looks: the ``save_last`` checkpoint callback's ``last.ckpt``,
+    else ``<default_root_dir>/checkpoints/last.ckpt``."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
+            return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+class Preemption(pl.Callback):
+    """On SIGTERM or SIGUSR1: finish the step, write ``last.ckpt``, requeue, stop.
+
+    Args:
+        signals: the signal names to catch (``SIGTERM``, ``SIGUSR1``).
+        requeue: under SLURM (``SLURM_JOB_ID`` set), issue ``scontrol requeue`` on rank 0
+            after the checkpoint is written, for these signals.
+    """
+
+    def __init__(
+        self,
+        signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1"),
+        requeue: tuple[str, ...] | list[str] = ("SIGUSR1",),
+    ) -> None:
+        unknown = sorted((set(signals) | set(requeue)) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+        self.signals = [SIGNALS[name] for name in signals]
+        self.requeue = {SIGNALS[name] for name in requeue}
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # Only a flag: the step in progress finishes, and the ranks agree after it.
+        if not self.received:
+            self.received = signum
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After Lightning registered its own handlers (which run a collective inside the
+        # handler and stop only the signalled rank): these replace them for training.
+        self.received = 0
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handlers()
+
+    def _agreed_signal(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        received = self.received
+        if trainer.world_size > 1:
+            flag = torch.tensor(float(received), device=pl_module.device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max").item())
+        return received
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # The last batch of an epoch stops at the epoch's end instead, after validation.
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        self._stop_if_signalled(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_if_signalled(trainer, pl_module)
+
+    def _stop_if_signalled(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        signum = self._agreed_signal(trainer, pl_module)
+        if not signum:
+            return
+        path = last_checkpoint_path(trainer)
+        trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes
+        requeued = None
+        if trainer.is_global_zero and signum in self.requeue:
+            job = slurm_job_id()
+            if job is not None and requeue_slurm_job(job):
+                requeued = job
+        self._restore_handlers()
+        raise Preempted(
+            signum, trainer.global_step, path if trainer.is_global_zero else None, requeued
+        )
+
+
+def _numpy_state() -> list[Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, gauss]
+
+
+def _set_numpy_state(state: list[Any]) -> None:
+    kind, keys, pos, has_gauss, gauss = state
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+class RNGStates(pl.Callback):
+    """The global RNG states (python, numpy, torch, CUDA) in every checkpoint, restored
+    when training starts from one (after the data loaders exist, whose start draws from
+    the torch RNG). Stored as tensors and plain values, readable with ``weights_only``."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "python": list(random.getstate()),
+            "numpy": _numpy_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict or None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        _set_numpy_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's :class:`ModelCheckpoint`, except that a NaN or infinite monitored value
+    is never saved as a "best" checkpoint (Lightning would store it with a score of
+    -inf while the top-k is not full). Rotation keeps Lightning's rules: the new best is
+    written before the old one is removed, and the checkpoint the run resumed from is
+    never removed."""
+
+    def _save_topk_checkpoint(
+        self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]
+    ) -> None:
+        value = monitor_candidates.get(self.monitor) if self.monitor else None
+        if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
+            log.warning(
+                "%s=%s at step %d is not finite: not a best checkpoint",
+                self.monitor,
+                float(value),
+                trainer.global_step,
+            )
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)

@@ -1,0 +1,659 @@
+"""Stopping and resuming without losing work: exact resume after SIGTERM, SIGUSR1 and
+SLURM requeue, atomic checkpoints, corrupt-checkpoint fallback, NaN handling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from contrastive.methods import SimCLR
+from contrastive.train import pretrain
+from tests.conftest import run_job_in
+
+ROOT = Path(__file__).resolve().parents[1]
+# 1024 synthetic 28x28 images in batches of 64: 16 steps an epoch, shuffled, 2 workers,
+# random crops / flips / jitter made on the device from the view generator.
+JOB = [
+    "data=synthetic",
+    "data.image_size=28",
+    "data.channels=1",
+    "data.num_samples=1024",
+    "data.batch_size=64",
+    "data.num_workers=2",
+    "backbone.widths=[8,16]",
+    "trainer.max_epochs=2",
+    "~callbacks.media",
+    "~callbacks.health",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def signal_at(step: int, name: str = "SIGTERM", rank: int | None = None) -> list[str]:
+    return [
+        "+callbacks.signal._target_=tests.fault_helpers.SignalAtStep",
+        f"+callbacks.signal.step={step}",
+        f"+callbacks.signal.signal_name={name}",
+        f"+callbacks.signal.rank={'null' if rank is None else rank}",
+    ]
+
+
+def pretrain_process(
+    run_dir: Path,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``scripts/pretrain.py`` in a fresh process, as a user or a scheduler starts it."""
+    command = [*(prefix or [sys.executable]), str(ROOT / "scripts" / "pretrain.py")]
+    command += [*JOB, *overrides, f"hydra.run.dir={run_dir}"]
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        command, cwd=run_dir.parent, env=environment, capture_output=True, text=True, timeout=280
+    )
+
+
+def training_state(path: Path) -> dict[str, Any]:
+    """What must match bit for bit: weights, optimiser and schedule state, counters, the
+    online probe (head and optimiser)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    probe = next(v for k, v in checkpoint["callbacks"].items() if "OnlineLinearProbe" in k)
+    return {
+        "state_dict": checkpoint["state_dict"],
+        "optimizer_states": checkpoint["optimizer_states"],
+        "lr_schedulers": checkpoint["lr_schedulers"],
+        "global_step": checkpoint["global_step"],
+        "epoch": checkpoint["epoch"],
+        "online_probe": probe,
+    }
+
+
+def differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths at which two nested states differ (tensors compared exactly, atol = 0)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+        return [] if same else [where]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{where} keys"]
+        return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        if len(a) != len(b):
+            return [f"{where} length"]
+        return [
+            d
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for d in differences(x, y, f"{where}[{i}]")
+        ]
+    return [] if a == b else [where]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    run_dir.parent.mkdir(exist_ok=True)
+    result = pretrain_process(run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def interrupted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Stopped by SIGTERM after step 20 (of 32: the middle of the second epoch)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    result = pretrain_process(run_dir, *signal_at(20))
+    return run_dir, result
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(interrupted: Any) -> None:
+    run_dir, result = interrupted
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "stopped by SIGTERM after step 21" in result.stderr
+    assert "rerun the same command" in result.stderr
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 21
+    assert "view_generator" in checkpoint["contrastive"]
+    assert not (run_dir / "backbone.pt").exists()  # the job did not pretend to finish
+    assert "Traceback" not in result.stderr
+
+
+def test_resume_after_sigterm_is_bit_identical(
+    uninterrupted: Path, interrupted: Any, tmp_path: Path
+) -> None:
+    stopped, _ = interrupted
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped, run_dir)
+    assert_resumes_exactly(uninterrupted, run_dir)
+
+
+def test_resume_after_a_sigterm_at_an_epoch_end_is_bit_identical(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(15))  # noticed on the epoch's last step
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "after step 16" in stopped.stderr
+    assert_resumes_exactly(uninterrupted, run_dir)
+
+
+def assert_resumes_exactly(uninterrupted: Path, run_dir: Path) -> None:
+    result = pretrain_process(run_dir)  # the same command; resume=auto is the default
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = training_state(uninterrupted / "checkpoints" / "last.ckpt")
+    resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
+    assert expected["global_step"] == 32
+    assert differences(expected, resumed) == []
+    backbone = torch.load(uninterrupted / "backbone.pt", weights_only=True)["state_dict"]
+    assert (
+        differences(backbone, torch.load(run_dir / "backbone.pt", weights_only=True)["state_dict"])
+        == []
+    )
+
+
+def test_negative_control_a_resume_without_the_rng_state_differs(
+    uninterrupted: Path, interrupted: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same resume, but the view generator restarts from its epoch seed instead of the
+    checkpoint's state: the test above must see the difference."""
+    stopped, _ = interrupted
+    run_dir = tmp_path / "run"
+    shutil.copytree(stopped, run_dir)
+    restore = SimCLR.on_load_checkpoint
+
+    def forget_rng(self: SimCLR, checkpoint: dict[str, Any]) -> None:
+        restore(self, checkpoint)
+        self._view_state = None
+
+    monkeypatch.setattr(SimCLR, "on_load_checkpoint", forget_rng)
+    run_job_in(run_dir, pretrain, "pretrain", *JOB)
+    expected = training_state(uninterrupted / "checkpoints" / "last.ckpt")
+    resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
+    assert expected["global_step"] == resumed["global_step"] == 32
+    assert any(d.startswith(".state_dict") for d in differences(expected, resumed))
+
+
+def fake_scontrol(directory: Path) -> dict[str, str]:
+    """A ``scontrol`` on PATH that records its arguments (the requeue command mocked)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {directory / "calls.txt"}\n')
+    script.chmod(0o755)
+    return {"PATH": f"{directory}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_sigusr1_checkpoints_and_requeues_the_slurm_job(tmp_path: Path) -> None:
+    env = {**fake_scontrol(tmp_path / "bin"), "SLURM_JOB_ID": "4242"}
+    run_dir = tmp_path / "run"
+    result = pretrain_process(run_dir, *signal_at(5, "SIGUSR1"), "trainer.max_epochs=1", env=env)
+    assert result.returncode == 128 + signal.SIGUSR1, result.stderr[-3000:]
+    assert "stopped by SIGUSR1 after step 6" in result.stderr
+    assert "requeued SLURM job 4242" in result.stderr
+    assert (tmp_path / "bin" / "calls.txt").read_text().split() == ["requeue", "4242"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_requeue_names_array_tasks_and_plain_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.callbacks.preemption import requeue_slurm_job, slurm_job_id
+
+    for key, value in fake_scontrol(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    array = {"SLURM_JOB_ID": "101", "SLURM_ARRAY_JOB_ID": "100", "SLURM_ARRAY_TASK_ID": "7"}
+    assert slurm_job_id(array) == "100_7"
+    assert slurm_job_id({"SLURM_JOB_ID": "555"}) == "555"
+    assert slurm_job_id({}) is None
+    with pytest.raises(ValueError, match="unexpected SLURM job id"):
+        slurm_job_id({"SLURM_JOB_ID": "1; rm -rf /"})
+    assert requeue_slurm_job("100_7") and requeue_slurm_job("555")
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["requeue 100_7", "requeue 555"]
+
+
+@pytest.mark.ddp
+def test_a_signal_to_one_ddp_rank_stops_both_with_one_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.num_workers=0"]
+    result = pretrain_process(run_dir, *ddp, *signal_at(3, "SIGTERM", rank=1))
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    assert "stopped by SIGTERM after step 4" in result.stderr
+    checkpoints = sorted(p.name for p in run_dir.rglob("*.ckpt"))
+    assert checkpoints == ["last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+@pytest.mark.ddp
+def test_a_nan_gradient_on_one_ddp_rank_stops_both(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.num_workers=0"]
+    nan = [
+        "+callbacks.nan._target_=tests.fault_helpers.NaNGradientAtStep",
+        "+callbacks.nan.step=3",
+        "+callbacks.nan.rank=1",
+    ]
+    result = pretrain_process(run_dir, *ddp, *nan)
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "step 3: another rank's loss or gradient is not finite" in result.stderr
+    assert "step 3: a gradient is not finite" in result.stderr  # rank 1's own message
+    assert sorted(p.name for p in run_dir.rglob("*.ckpt")) == ["nonfinite_step3.ckpt"]
+
+
+# --- checkpoint files ---------------------------------------------------------------------
+def test_a_crash_halfway_through_a_save_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive import atomic
+
+    path = tmp_path / "last.ckpt"
+    atomic.AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(1)}, path)
+    real_save = torch.save
+
+    def crash_halfway(obj: Any, file: Any) -> None:
+        real_save(obj, file)
+        file.truncate(file.tell() // 2)
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(atomic.torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="disk vanished"):
+        atomic.AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(2)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left
+
+
+def test_a_crash_in_a_job_save_leaves_last_and_best_loadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive import atomic
+
+    overrides = [*JOB, "data.num_workers=0", "trainer.check_val_every_n_epoch=1"]
+    run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=1")
+    checkpoints = tmp_path / "checkpoints"
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    assert set(before) == {"epoch000.ckpt", "last.ckpt"}
+    real_save = torch.save
+
+    def crash_halfway(obj: Any, file: Any) -> None:
+        real_save(obj, file)
+        file.truncate(file.tell() // 2)
+        raise OSError("node lost power")
+
+    monkeypatch.setattr(atomic.torch, "save", crash_halfway)
+    with pytest.raises(OSError, match="node lost power"):
+        run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=2")
+    monkeypatch.undo()
+    after = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    assert after == before
+    for name in before:  # whole, and still the first epoch's
+        assert torch.load(checkpoints / name, weights_only=False)["global_step"] == 16
+
+
+def test_resume_skips_a_truncated_last_checkpoint_for_the_previous_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = [*JOB, "data.num_workers=0", "trainer.check_val_every_n_epoch=1"]
+    run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=1")
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # truncated by a crash
+    with caplog.at_level("WARNING", logger="contrastive.train"):
+        metrics = run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=2")
+    assert "skipping checkpoint" in caplog.text and "last.ckpt" in caplog.text
+    assert metrics["train/epochs"] == 2
+    assert torch.load(last, weights_only=False)["global_step"] == 32  # 16 resumed + 16 new
+
+
+def test_resume_with_only_garbage_checkpoints_is_an_error_not_a_fresh_start(
+    tmp_path: Path, compose_cfg: Any
+) -> None:
+    from contrastive.errors import ConfigError
+    from contrastive.train import resume_path
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage" * 100)
+    cfg = compose_cfg(*JOB)
+    with pytest.raises(ConfigError, match=r"no usable checkpoint.*last\.ckpt.*resume=null"):
+        resume_path(cfg)
+
+
+def test_topk_rotation_never_deletes_the_checkpoint_being_resumed_from(tmp_path: Path) -> None:
+    # monitor=epoch (mode max) improves every epoch, so each new best replaces the old one.
+    overrides = [
+        *JOB,
+        "data.num_workers=0",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.checkpoint.monitor=epoch",
+    ]
+    first = tmp_path / "first"
+    run_job_in(first, pretrain, "pretrain", *overrides, "trainer.max_epochs=1")
+    best = first / "checkpoints" / "epoch000.ckpt"
+    assert best.is_file()
+    control = tmp_path / "control"
+    run_job_in(control, pretrain, "pretrain", *overrides, "trainer.max_epochs=2")
+    assert not (control / "checkpoints" / "epoch000.ckpt").exists()  # rotation does delete
+    run_job_in(first, pretrain, "pretrain", *overrides, "trainer.max_epochs=2", f"resume={best}")
+    assert best.is_file() and (first / "checkpoints" / "epoch001.ckpt").is_file()
+
+
+def test_a_nan_metric_never_becomes_the_best_checkpoint(tmp_path: Path) -> None:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from contrastive.callbacks import BestCheckpoint
+
+    class NaNScore(pl.Callback):
+        def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+            pl_module.log("val/knn_top1", float("nan"))
+
+    saved = {}
+    for name, kind in (("ours", BestCheckpoint), ("lightning", ModelCheckpoint)):
+        directory = tmp_path / name
+        checkpoint = kind(dirpath=directory, monitor="val/knn_top1", mode="max", save_top_k=1)
+        cfg_overrides = [*JOB, "data.num_workers=0", "~callbacks.knn", "~callbacks.checkpoint"]
+        from tests.conftest import compose_in
+
+        cfg = compose_in(
+            tmp_path / f"{name}-run", "pretrain", *cfg_overrides, "trainer.max_epochs=1"
+        )
+        from contrastive.train import build
+
+        datamodule, model, callbacks, _ = build(cfg)
+        trainer = pl.Trainer(
+            max_epochs=1,
+            callbacks=[*callbacks, NaNScore(), checkpoint],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, datamodule=datamodule)
+        saved[name] = sorted(p.name for p in directory.glob("*.ckpt")) if directory.exists() else []
+    assert saved["lightning"], "control: Lightning keeps a NaN-scored checkpoint as best"
+    assert saved["ours"] == []
+
+
+# --- non-finite loss ----------------------------------------------------------------------
+def nan_loss_on_calls(monkeypatch: pytest.MonkeyPatch, calls: set[int] | None) -> None:
+    """Make the InfoNCE loss NaN on the given 0-based training calls (``None``: always)."""
+    from contrastive.losses import InfoNCELoss
+
+    real = InfoNCELoss.forward
+    count = {"n": 0}
+
+    def forward(self: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = real(self, *args, **kwargs)
+        n, count["n"] = count["n"], count["n"] + 1
+        return loss * float("nan") if calls is None or n in calls else loss
+
+    monkeypatch.setattr(InfoNCELoss, "forward", forward)
+
+
+def test_a_nan_loss_stops_the_run_before_the_step_with_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contrastive.errors import TrainingHalted
+    from tests.fault_helpers import WeightsAroundStep
+
+    nan_loss_on_calls(monkeypatch, {2})
+    around = ["+callbacks.around._target_=tests.fault_helpers.WeightsAroundStep"]
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingHalted, match=r"step 2: the loss is not finite") as stop:
+        run_job_in(
+            run_dir,
+            pretrain,
+            "pretrain",
+            *JOB,
+            "data.num_workers=0",
+            *around,
+            "+callbacks.around.batch_idx=2",
+        )
+    saved = run_dir / "checkpoints" / "nonfinite_step2.ckpt"
+    assert str(saved) in str(stop.value)
+    kept = torch.load(saved, weights_only=False)["state_dict"]
+    before = WeightsAroundStep.seen["before"]  # the weights as the bad step began
+    assert differences(before, {name: kept[name] for name in before}) == []
+
+
+def test_skip_policy_drops_the_bad_step_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fault_helpers import WeightsAroundStep
+
+    nan_loss_on_calls(monkeypatch, {2})
+    around = ["+callbacks.around._target_=tests.fault_helpers.WeightsAroundStep"]
+    policy = ["callbacks.nonfinite.policy=skip", "trainer.max_steps=4", "data.num_workers=0"]
+    run_job_in(
+        tmp_path / "skip",
+        pretrain,
+        "pretrain",
+        *JOB,
+        *policy,
+        *around,
+        "+callbacks.around.batch_idx=2",
+    )
+    assert differences(WeightsAroundStep.seen["before"], WeightsAroundStep.seen["after"]) == []
+    checkpoint = torch.load(tmp_path / "skip" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 4
+    guard = next(v for k, v in checkpoint["callbacks"].items() if "NonFiniteGuard" in k)
+    assert guard == {"skipped": 1}
+    assert all(
+        torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point()
+    )
+    # Control: a normal step does change the weights.
+    run_job_in(
+        tmp_path / "control",
+        pretrain,
+        "pretrain",
+        *JOB,
+        *policy,
+        *around,
+        "+callbacks.around.batch_idx=3",
+    )
+    assert differences(WeightsAroundStep.seen["before"], WeightsAroundStep.seen["after"])
+
+
+def test_skip_policy_stops_after_max_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from contrastive.errors import TrainingHalted
+
+    nan_loss_on_calls(monkeypatch, None)
+    policy = [
+        "callbacks.nonfinite.policy=skip",
+        "callbacks.nonfinite.max_skips=2",
+        "data.num_workers=0",
+    ]
+    with pytest.raises(TrainingHalted, match=r"step 2: the loss is not finite.*after 2 skipped"):
+        run_job_in(tmp_path, pretrain, "pretrain", *JOB, *policy)
+
+
+def test_bad_nonfinite_policy_is_refused() -> None:
+    from contrastive.callbacks import NonFiniteGuard
+
+    with pytest.raises(ValueError, match=r"policy must be one of \('stop', 'skip'\), got 'ignore'"):
+        NonFiniteGuard(policy="ignore")
+
+
+# --- secrets ------------------------------------------------------------------------------
+SECRETS = {
+    "WANDB_API_KEY": "f4k3" + "0123456789abcdef" * 2 + "cafe",  # 40 characters, like a real key
+    "AWS_SECRET_ACCESS_KEY": "fakeAWSsecret/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "HF_TOKEN": "hf_fakeTokenThatMustNotLeak0123456789",
+}
+
+
+def test_no_secret_from_the_environment_reaches_any_output(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = [o for o in JOB if o != "logger=none"] + [
+        "trainer.max_epochs=1",
+        "data.num_workers=0",
+    ]
+    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *overrides]
+    env = {**os.environ, **SECRETS, "WANDB_MODE": "offline", "WANDB_DIR": str(run_dir)}
+    result = subprocess.run(
+        [*command, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert any("wandb" in p.parts for p in files) and (run_dir / "backbone.pt").is_file()
+    leaks = [
+        (str(p.relative_to(run_dir)), name)
+        for p in files
+        for name, secret in SECRETS.items()
+        if secret.encode() in p.read_bytes()
+    ]
+    leaks += [
+        ("stdout/stderr", n) for n, s in SECRETS.items() if s in result.stdout + result.stderr
+    ]
+    assert leaks == []
+
+
+# --- untrusted files ----------------------------------------------------------------------
+def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    from contrastive.checkpoints import CheckpointError, load_pretrained
+    from tests.fault_helpers import TouchOnLoad
+
+    marker = tmp_path / "pwned"
+    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
+    payload["note"] = TouchOnLoad(str(marker))
+    evil = tmp_path / "backbone.pt"
+    torch.save(payload, evil)
+    with pytest.raises(CheckpointError, match=r"needs arbitrary code.*trust_checkpoint=true"):
+        load_pretrained(evil)
+    assert not marker.exists()  # refused before anything ran
+    backbone, _ = load_pretrained(evil, trust=True)  # the user vouched for it
+    assert marker.exists() and sum(p.numel() for p in backbone.parameters()) > 0
+
+
+def test_cli_refuses_an_untrusted_pickle_with_a_message(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    from tests.conftest import run_script
+    from tests.fault_helpers import TouchOnLoad
+
+    marker = tmp_path / "pwned"
+    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
+    payload["note"] = TouchOnLoad(str(marker))
+    torch.save(payload, tmp_path / "backbone.pt")
+    result = run_script("knn_eval.py", f"pretrained={tmp_path / 'backbone.pt'}", "data=synthetic")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs arbitrary code" in result.stderr and "trust_checkpoint=true" in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
+
+
+# --- W&B ----------------------------------------------------------------------------------
+WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
+
+
+def test_offline_resume_starts_a_new_offline_run_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.wandb_reader import read_run
+
+    run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=1")
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    first_id = first["contrastive"]["wandb_run_id"]
+    with caplog.at_level("WARNING", logger="contrastive.train"):
+        run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=2")
+    assert f"cannot resume offline run {first_id}" in caplog.text
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    ids = [run.name.rsplit("-", 1)[1] for run in runs]
+    assert len(runs) == 2 and first_id in ids and len(set(ids)) == 2
+    second = read_run(next(r for r in runs if not r.name.endswith(first_id)))
+    steps = [step for step, _ in second.metric("train/loss")]
+    assert steps and min(steps) >= 16  # the new run carries on from the resumed step
+
+
+def test_online_resume_continues_the_same_wandb_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Online, the checkpoint's run id goes to wandb.init with resume="allow" (captured
+    here instead of reaching a server)."""
+    import pytorch_lightning as pl
+
+    from contrastive import train
+
+    run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=1")
+    first_id = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)[
+        "contrastive"
+    ]["wandb_run_id"]
+    started: list[dict[str, Any]] = []
+
+    def capture(cfg: Any, overrides: dict[str, Any]) -> pl.loggers.Logger:
+        started.append(overrides)
+        return pl.loggers.CSVLogger(str(tmp_path / "csv"))
+
+    monkeypatch.setattr(train, "start_wandb", capture)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    run_job_in(
+        tmp_path, pretrain, "pretrain", *WANDB_JOB, "logger.offline=false", "trainer.max_epochs=2"
+    )
+    assert started and started[0]["id"] == first_id and started[0]["resume"] == "allow"
+
+
+def test_wandb_that_cannot_reach_its_server_falls_back_to_offline(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {
+        "WANDB_MODE": "online",
+        "WANDB_BASE_URL": "http://127.0.0.1:9",  # nothing listens: as with no network
+        "WANDB_API_KEY": "x" * 40,
+        "WANDB_INIT_TIMEOUT": "5",
+    }
+    online = [o for o in WANDB_JOB] + ["logger.offline=false", "trainer.max_epochs=1"]
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "pretrain.py"),
+        *online,
+        f"hydra.run.dir={run_dir}",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B could not start online" in result.stdout + result.stderr
+    assert list((run_dir / "wandb").glob("offline-run-*")) and (run_dir / "backbone.pt").is_file()
+
+
+# --- data order ---------------------------------------------------------------------------
+def test_resumable_sampler_continues_an_epoch_and_shards_like_distributed_sampler() -> None:
+    from torch.utils.data.distributed import DistributedSampler
+
+    from contrastive.data.sampler import ResumableSampler
+
+    data = list(range(103))
+    for rank in (0, 1):
+        ours = ResumableSampler(data, num_replicas=2, rank=rank, seed=5)
+        theirs = DistributedSampler(data, num_replicas=2, rank=rank, seed=5, drop_last=True)  # type: ignore[arg-type]
+        for epoch in (0, 3):
+            ours.set_epoch(epoch)
+            theirs.set_epoch(epoch)
+            assert list(ours) == list(theirs)
+        full = list(ours)  # epoch 3 again: the order depends on seed + epoch only
+        ours.resume(epoch=3, batches_done=4, batch_size=8)
+        assert list(ours) == full[32:]
+        assert list(ours) == full  # a resume applies to one pass
+    sampler = ResumableSampler(data)
+    sampler.set_epoch(1)
+    other = list(sampler)
+    sampler.set_epoch(2)
+    assert sorted(other) == data and list(sampler) != other
+    with pytest.raises(ValueError, match="batch_size >= 1"):
+        sampler.resume(epoch=0, batches_done=1, batch_size=0)
