@@ -37,6 +37,7 @@ class DataSchema:
     labelled: bool = True
     on_bad_image: str = "error"
     seed: int = 0
+    verify: bool = True
 
 
 @dataclass

@@ -97,6 +97,8 @@ class ImageDataModule(pl.LightningDataModule):
             ``root/train`` (no class folders needed) and skips kNN / online-probe scoring.
         on_bad_image: for ``image_folder`` only: ``error`` or ``skip`` unreadable images.
         num_samples, num_classes: for ``synthetic`` only.
+        verify: check Fashion-MNIST's and CIFAR's official files against their known
+            digests (:mod:`contrastive.data.checksums`) before training.
         seed: the base of the training order (:class:`ResumableSampler`): epoch ``e`` is
             shuffled by ``seed + e`` alone, so a restarted job replays it exactly.
     """
@@ -117,6 +119,7 @@ class ImageDataModule(pl.LightningDataModule):
         labelled: bool = True,
         on_bad_image: str = "error",
         seed: int = 0,
+        verify: bool = True,
     ) -> None:
         super().__init__()
         if dataset not in SPLITS:
@@ -139,6 +142,7 @@ class ImageDataModule(pl.LightningDataModule):
             raise ValueError(f"data.on_bad_image must be error or skip, got {on_bad_image!r}")
         self.on_bad_image = on_bad_image
         self.seed = seed
+        self.verify = verify
         self.view_recipe: ViewRecipe | None = None
         self._splits: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
         self.classes: tuple[str, ...] = ()
@@ -172,6 +176,8 @@ class ImageDataModule(pl.LightningDataModule):
                     channels=self.channels,
                     seed=0,  # the same class templates for every split
                 )
+            else:
+                kwargs = {"verify": self.verify}
             arrays = load_arrays(self.dataset, self.root, split, self.download, **kwargs)  # type: ignore[arg-type]
             self.classes = arrays.classes
             dataset = ArrayDataset(arrays)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import importlib
+import io
 import os
 import pickle
 import warnings
@@ -42,6 +43,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as tvf
 
+from contrastive.data import checksums
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 
 __all__ = [
@@ -187,14 +189,23 @@ def _find_file(directory: Path, names: Sequence[str]) -> Path | None:
     return None
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (optionally gzipped) into an array of its dims."""
+_FASHION_MNIST_REMEDY = (
+    "Reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete it and "
+    "download again with data.download=true"
+)
+
+
+def _read_idx(path: Path, magic: int, verify: bool = False) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (optionally gzipped) into an array of its dims;
+    with ``verify``, an official file's content must have its known digest."""
     try:
         raw = path.read_bytes()
         if raw[:2] == _GZIP_MAGIC:
             raw = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
         raise DatasetFormatError(path, f"it could not be read or decompressed ({err})") from err
+    if verify:
+        checksums.verify(path, raw, _FASHION_MNIST_REMEDY)
     ndim = magic & 0xFF
     header_size = 4 + 4 * ndim
     if len(raw) < header_size:
@@ -217,9 +228,9 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims).copy()
 
 
-def _load_idx_pair(images_path: Path, labels_path: Path) -> ImageArrays:
-    images = _read_idx(images_path, _IDX_IMAGES_MAGIC)
-    labels = _read_idx(labels_path, _IDX_LABELS_MAGIC).astype(np.int64)
+def _load_idx_pair(images_path: Path, labels_path: Path, verify: bool = False) -> ImageArrays:
+    images = _read_idx(images_path, _IDX_IMAGES_MAGIC, verify)
+    labels = _read_idx(labels_path, _IDX_LABELS_MAGIC, verify).astype(np.int64)
     if len(images) != len(labels):
         raise DatasetFormatError(
             [images_path, labels_path],
@@ -239,7 +250,9 @@ def _load_idx_pair(images_path: Path, labels_path: Path) -> ImageArrays:
     )
 
 
-def load_fashion_mnist(root: StrPath | None, train: bool, download: bool = False) -> ImageArrays:
+def load_fashion_mnist(
+    root: StrPath | None, train: bool, download: bool = False, verify: bool = False
+) -> ImageArrays:
     """Load Fashion-MNIST (Xiao et al., 2017): 28 x 28 grayscale, 10 classes.
 
     The four IDX files (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -254,6 +267,8 @@ def load_fashion_mnist(root: StrPath | None, train: bool, download: bool = False
             directories.
         train: The 60,000-image training split if true, else the 10,000-image test split.
         download: Download with torchvision if the files are found nowhere.
+        verify: Check each file's content against the official digest
+            (:mod:`contrastive.data.checksums`) before using it.
 
     Returns:
         Images of shape ``(N, 1, 28, 28)`` with labels 0 to 9.
@@ -274,7 +289,7 @@ def load_fashion_mnist(root: StrPath | None, train: bool, download: bool = False
             images_path = _find_file(directory, images_names)
             labels_path = _find_file(directory, labels_names)
             if images_path is not None and labels_path is not None:
-                return _load_idx_pair(images_path, labels_path)
+                return _load_idx_pair(images_path, labels_path, verify)
         return None
 
     what = (
@@ -405,11 +420,18 @@ class _ArrayUnpickler(pickle.Unpickler):
         return resolve()
 
 
-def _unpickle_dict(path: Path) -> dict[str, Any]:
-    """Load a CIFAR pickle as torchvision does (``encoding="bytes"``), with string keys."""
+def _unpickle_dict(path: Path, verify: bool = False) -> dict[str, Any]:
+    """Load a CIFAR pickle as torchvision does (``encoding="bytes"``), with string keys;
+    with ``verify``, an official file must have its known MD5 first."""
     try:
-        with path.open("rb") as file:
-            loaded = _ArrayUnpickler(file, encoding="bytes").load()
+        content = path.read_bytes()
+        if verify:
+            checksums.verify(
+                path, content, "Delete the folder and download again with data.download=true"
+            )
+        loaded = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
+    except DatasetFormatError:
+        raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
         raise DatasetFormatError(path, f"it is not a readable pickle ({err})") from err
     if not isinstance(loaded, dict):
@@ -426,8 +448,10 @@ def _require(path: Path, batch: dict[str, Any], key: str) -> Any:
     return batch[key]
 
 
-def _read_cifar_batch(path: Path, labels_key: str, num_classes: int) -> tuple[Tensor, Tensor]:
-    batch = _unpickle_dict(path)
+def _read_cifar_batch(
+    path: Path, labels_key: str, num_classes: int, verify: bool = False
+) -> tuple[Tensor, Tensor]:
+    batch = _unpickle_dict(path, verify)
     data = np.asarray(_require(path, batch, "data"))
     labels = np.asarray(_require(path, batch, labels_key))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
@@ -455,7 +479,11 @@ def _read_class_names(path: Path, key: str) -> tuple[str, ...]:
 
 
 def load_cifar(
-    root: StrPath | None, variant: CifarVariant, train: bool, download: bool = False
+    root: StrPath | None,
+    variant: CifarVariant,
+    train: bool,
+    download: bool = False,
+    verify: bool = False,
 ) -> ImageArrays:
     """Load CIFAR-10 or CIFAR-100 (Krizhevsky, 2009): 32 x 32 RGB, 10 or 100 classes.
 
@@ -525,7 +553,7 @@ def load_cifar(
             raise DatasetNotFoundError(what, searched, remedies[1:], detail=detail)
 
     parts = [
-        _read_cifar_batch(directory / name, spec.labels_key, spec.num_classes)
+        _read_cifar_batch(directory / name, spec.labels_key, spec.num_classes, verify)
         for name in needed[:-1]
     ]
     classes = _read_class_names(directory / spec.meta_file, spec.names_key)
@@ -1010,7 +1038,8 @@ def load_arrays(
         root: The dataset directory (``data.root``); unused by ``"synthetic"``.
         split: One of ``DATASET_SPLITS[name]``.
         download: Let the loader download a missing dataset with torchvision.
-        **kw: Extra arguments of the loader; for ``"synthetic"``, those of
+        **kw: Extra arguments of the loader (``verify`` for Fashion-MNIST and CIFAR: check
+            the official files' digests; ignored by the others); for ``"synthetic"``, those of
             :func:`make_synthetic` (``num_samples``, ``num_classes``, ``image_size``,
             ``channels`` and optionally ``seed``).
 
@@ -1030,6 +1059,8 @@ def load_arrays(
             f"Unknown split {split!r} for {name}; valid splits are: "
             f"{', '.join(DATASET_SPLITS[name])}"
         )
+    if name not in ("fashion_mnist", "cifar10", "cifar100"):
+        kw.pop("verify", None)  # only the official files of these have known digests
     if name == "fashion_mnist":
         return load_fashion_mnist(root, train=split == "train", download=download, **kw)
     if name in ("cifar10", "cifar100"):
