@@ -10,11 +10,16 @@ range ordered) the constructors check, also before any work.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from contrastive.transforms.recipe import ViewRecipe
 
 # Optional[...] rather than "X | None": OmegaConf reads these annotations at run time,
 # and on Python 3.10 it does not understand the "|" form in strings.
@@ -47,29 +52,30 @@ class LossSchema:
     gather_distributed: bool = True
 
 
-@dataclass
-class AugmentSchema:
-    _target_: str = "contrastive.transforms.ViewRecipe"
-    image_size: int = MISSING
-    channels: int = MISSING
-    mean: list[float] = field(default_factory=lambda: [0.5])
-    std: list[float] = field(default_factory=lambda: [0.5])
-    num_views: int = 2
-    backend: str = "batched"
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.333333])
-    flip_prob: float = 0.5
-    jitter_prob: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1
-    grayscale_prob: float = 0.2
-    blur_prob: float = 0.5
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    blur_kernel_size: int = 0
-    solarize_prob: float = 0.0
-    solarize_threshold: float = 0.5
+def _schema_of(cls: type, target: str) -> type:
+    """A structured-config twin of the dataclass ``cls`` (its fields, types and defaults,
+    tuples as lists and ``Literal`` choices as ``str``, which OmegaConf can hold) with a
+    ``_target_`` of ``target``: one definition of the fields, in ``cls``."""
+    hints = typing.get_type_hints(cls)
+    fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
+    for spec in dataclasses.fields(cls):
+        hint = hints[spec.name]
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            hint = list[typing.get_args(hint)[0]]  # type: ignore[misc]
+        elif origin is typing.Literal:
+            hint = str
+        if spec.default is dataclasses.MISSING:
+            default = field(default=MISSING)
+        elif isinstance(spec.default, tuple):
+            default = field(default_factory=functools.partial(list, spec.default))
+        else:
+            default = field(default=spec.default)
+        fields.append((spec.name, hint, default))
+    return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+
+
+AugmentSchema = _schema_of(ViewRecipe, "contrastive.transforms.ViewRecipe")
 
 
 @dataclass

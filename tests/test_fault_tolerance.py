@@ -249,6 +249,18 @@ def test_a_nan_gradient_on_one_ddp_rank_stops_both(tmp_path: Path) -> None:
 
 
 # --- checkpoint files ---------------------------------------------------------------------
+def crash_halfway(message: str) -> Any:
+    """A stand-in for ``torch.save`` that writes half the file, then fails."""
+    real_save = torch.save
+
+    def save(obj: Any, file: Any) -> None:
+        real_save(obj, file)
+        file.truncate(file.tell() // 2)
+        raise OSError(message)
+
+    return save
+
+
 def test_a_crash_halfway_through_a_save_keeps_the_previous_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,14 +268,7 @@ def test_a_crash_halfway_through_a_save_keeps_the_previous_file(
 
     path = tmp_path / "last.ckpt"
     atomic.AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(1)}, path)
-    real_save = torch.save
-
-    def crash_halfway(obj: Any, file: Any) -> None:
-        real_save(obj, file)
-        file.truncate(file.tell() // 2)
-        raise OSError("disk vanished")
-
-    monkeypatch.setattr(atomic.torch, "save", crash_halfway)
+    monkeypatch.setattr(atomic.torch, "save", crash_halfway("disk vanished"))
     with pytest.raises(OSError, match="disk vanished"):
         atomic.AtomicCheckpointIO().save_checkpoint({"step": torch.tensor(2)}, path)
     monkeypatch.undo()
@@ -281,14 +286,7 @@ def test_a_crash_in_a_job_save_leaves_last_and_best_loadable(
     checkpoints = tmp_path / "checkpoints"
     before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
     assert set(before) == {"epoch000.ckpt", "last.ckpt"}
-    real_save = torch.save
-
-    def crash_halfway(obj: Any, file: Any) -> None:
-        real_save(obj, file)
-        file.truncate(file.tell() // 2)
-        raise OSError("node lost power")
-
-    monkeypatch.setattr(atomic.torch, "save", crash_halfway)
+    monkeypatch.setattr(atomic.torch, "save", crash_halfway("node lost power"))
     with pytest.raises(OSError, match="node lost power"):
         run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=2")
     monkeypatch.undo()
