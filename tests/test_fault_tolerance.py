@@ -147,8 +147,8 @@ def test_resume_after_a_sigterm_at_an_epoch_end_is_bit_identical(
     assert_resumes_exactly(uninterrupted, run_dir)
 
 
-def assert_resumes_exactly(uninterrupted: Path, run_dir: Path) -> None:
-    result = pretrain_process(run_dir)  # the same command; resume=auto is the default
+def assert_resumes_exactly(uninterrupted: Path, run_dir: Path, *overrides: str) -> None:
+    result = pretrain_process(run_dir, *overrides)  # the same command; resume=auto: default
     assert result.returncode == 0, result.stderr[-3000:]
     expected = training_state(uninterrupted / "checkpoints" / "last.ckpt")
     resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
@@ -712,3 +712,14 @@ def test_cifar_files_are_checked_against_torchvision_md5(tmp_path: Path) -> None
         checksums.verify(batch, batch.read_bytes(), "Download it again")
     checksums.verify(tmp_path / "my_subset.bin", b"anything", "-")  # unlisted: not checked
     assert checksums.known_name(Path("/x/t10k-images.idx3-ubyte.gz")) == "t10k-images-idx3-ubyte"
+
+
+def test_resume_with_views_made_in_workers_is_bit_identical(tmp_path: Path) -> None:
+    """``augment.backend=per_sample``: views drawn in 2 DataLoader workers, each sample's
+    from its (seed, epoch, index) seed, so the resumed epoch redraws the same views."""
+    workers = ["augment.backend=per_sample"]
+    straight = tmp_path / "straight"
+    assert pretrain_process(straight, *workers).returncode == 0
+    run_dir = tmp_path / "stopped"
+    assert pretrain_process(run_dir, *workers, *signal_at(20)).returncode == 143
+    assert_resumes_exactly(straight, run_dir, *workers)

@@ -69,9 +69,17 @@ class _TransformedDataset(Dataset[tuple[Tensor, Tensor]]):
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """``index``, or ``(index, seed)`` from :class:`ResumableSampler`: the views of that
+        sample drawn from ``seed`` (the process's own RNG left as it was)."""
+        if isinstance(key, int):
+            image, label = self.base[key]
+            return self.transform(image), label
+        index, seed = key
         image, label = self.base[index]
-        return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), label
 
 
 def collate(batch: Any) -> Any:
@@ -224,9 +232,11 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[Any]:
         dataset = self._load(SPLITS[self.dataset][0])
+        sampler = self.train_sampler()
         if self.view_recipe is not None and self.view_recipe.backend == "per_sample":
             dataset = _TransformedDataset(dataset, PerSampleViews(self.view_recipe))
-        return self._loader(dataset, self.batch_size, shuffle=True, sampler=self.train_sampler())
+            sampler.item_seeds = True  # each sample's views from (seed, epoch, index)
+        return self._loader(dataset, self.batch_size, shuffle=True, sampler=sampler)
 
     def train_batches(self, world_size: int = 1) -> int:
         """Training batches per epoch and process: the loader drops the partial ones."""

@@ -11,8 +11,26 @@ starts at the next batch, and the loader's workers never load the skipped sample
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 from torch.utils.data.distributed import DistributedSampler
+
+_MASK = (1 << 63) - 1
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch``: a SplitMix64 hash of the
+    three, so no two (epoch, index) pairs share a stream and none depends on which worker
+    or rank draws it.
+
+    Examples:
+        >>> item_seed(0, 0, 1) != item_seed(0, 1, 0)
+        True
+    """
+    value = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index) & ((1 << 64) - 1)
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (value ^ (value >> 31)) & _MASK
 
 
 class ResumableSampler(DistributedSampler):
@@ -25,6 +43,10 @@ class ResumableSampler(DistributedSampler):
         seed: the base of every epoch's permutation; ranks must share it.
         shuffle: shuffle each epoch (else the dataset's order).
         drop_last: drop the tail that does not divide evenly among the ranks.
+        item_seeds: yield ``(index, seed)`` pairs, ``seed`` = :func:`item_seed` of the
+            sample in this epoch, for views made in DataLoader workers: each sample's
+            augmentation then depends on (seed, epoch, index) alone, not on a worker's RNG,
+            so a resumed epoch redraws exactly the views it would have drawn.
     """
 
     def __init__(
@@ -35,6 +57,7 @@ class ResumableSampler(DistributedSampler):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
+        item_seeds: bool = False,
     ) -> None:
         super().__init__(
             dataset,  # type: ignore[arg-type]
@@ -45,6 +68,7 @@ class ResumableSampler(DistributedSampler):
             drop_last=drop_last,
         )
         self._start = 0
+        self.item_seeds = item_seeds
 
     def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
         """Make the next iteration the rest of ``epoch``, after its first ``batches_done``
@@ -57,7 +81,9 @@ class ResumableSampler(DistributedSampler):
         self.set_epoch(epoch)
         self._start = batches_done * batch_size
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         indices = list(super().__iter__())
         start, self._start = self._start, 0  # a resume applies to one iteration only
+        if self.item_seeds:
+            return iter([(i, item_seed(self.seed, self.epoch, i)) for i in indices[start:]])
         return iter(indices[start:])

@@ -102,10 +102,6 @@ class SimCLR(pl.LightningModule):
         self._view_state = None  # (not called when resuming mid-epoch) a new epoch's seed
         if self._view_generator is not None:
             self._view_generator.manual_seed(self._epoch_seed())
-        if self.recipe.backend == "per_sample":
-            # torchvision's per-sample transforms draw from the global RNG (in the main
-            # process when num_workers=0): make it differ by rank and epoch as well.
-            torch.manual_seed(self._epoch_seed())
 
     def prepare_eval_images(self, images: Tensor) -> Tensor:
         """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
