@@ -50,6 +50,7 @@ class LossSchema:
     _target_: str = "contrastive.losses.InfoNCELoss"
     temperature: float = 0.2
     gather_distributed: bool = True
+    block_size: Optional[int] = None  # noqa: UP045
 
 
 def _schema_of(cls: type, target: str) -> type:

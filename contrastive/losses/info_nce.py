@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from contrastive import distributed
 from contrastive.losses.activations import _check_temperature
+from contrastive.losses.blocked import BlockedContrastiveLosses
 
 __all__ = [
     "InfoNCELoss",
@@ -64,12 +65,16 @@ def _per_anchor_losses(
     candidate_labels: Tensor,
     self_index: Tensor,
     temperature: float,
+    block_size: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor SupCon L_out terms and whether each anchor has at least one positive.
 
     Shapes: anchors (A, D), candidates (C, D), anchor_labels (A,), candidate_labels (C,),
     self_index (A,). Returns ``(losses (A,), has_positive (A,) bool)``; the loss of an anchor
     without positives is its log-denominator alone and must be discarded by the caller.
+    With ``block_size`` below ``A``, the anchors go ``block_size`` rows at a time
+    (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`: the same values and
+    gradients, O(block_size x C) memory instead of O(A x C)).
     """
     if anchors.ndim != 2 or candidates.ndim != 2 or anchors.shape[1] != candidates.shape[1]:
         raise ValueError(
@@ -88,10 +93,26 @@ def _per_anchor_losses(
             f"got {tuple(candidate_labels.shape)}"
         )
 
+    if block_size is not None and block_size < 1:
+        raise ValueError(f"block_size must be >= 1 or None, got {block_size}")
     dtype = _compute_dtype(anchors, candidates)
     with _autocast_disabled(anchors.device):
+        same = anchors is candidates
         anchors = F.normalize(anchors.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (A, D)
-        candidates = F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (C, D)
+        candidates = (
+            anchors if same else F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)
+        )  # (C, D)
+        if block_size is not None and block_size < num_anchors:
+            losses, num_positives = BlockedContrastiveLosses.apply(
+                anchors,
+                candidates,
+                anchor_labels,
+                candidate_labels,
+                self_index,
+                temperature,
+                block_size,
+            )
+            return losses, num_positives > 0
         logits = anchors @ candidates.T / temperature  # (A, C)
 
         columns = torch.arange(num_candidates, device=anchors.device)  # (C,)
@@ -123,6 +144,7 @@ def contrastive_loss(
     candidate_labels: Tensor,
     self_index: Tensor,
     temperature: float = 0.1,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""General contrastive loss of anchors against candidates (SupCon :math:`\mathcal{L}_{out}`).
 
@@ -152,6 +174,8 @@ def contrastive_loss(
             numerator and denominator. An index outside ``[0, C)`` (e.g. ``-1``) excludes
             nothing, for anchors that are not among the candidates.
         temperature: ``T``, a finite number > 0.
+        block_size: compute ``block_size`` anchors at a time (exact; O(block_size x C)
+            memory instead of O(A x C)); ``None``: the whole matrix at once.
 
     Returns:
         Scalar loss, float32 (float64 if an input is float64) even for fp16/bf16 inputs.
@@ -168,7 +192,7 @@ def contrastive_loss(
     """
     temperature = _check_temperature(temperature)
     losses, has_positive = _per_anchor_losses(
-        anchors, candidates, anchor_labels, candidate_labels, self_index, temperature
+        anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, block_size
     )
     return _mean_over_valid(losses, has_positive)
 
@@ -179,7 +203,10 @@ def _check_views(views: Tensor) -> None:
 
 
 def multi_view_info_nce(
-    views: Tensor, temperature: float = 0.1, labels: Tensor | None = None
+    views: Tensor,
+    temperature: float = 0.1,
+    labels: Tensor | None = None,
+    block_size: int | None = None,
 ) -> Tensor:
     r"""Contrastive loss over ``V`` augmented views of ``N`` samples: multi-view InfoNCE or SupCon.
 
@@ -237,7 +264,13 @@ def multi_view_info_nce(
     embedding_labels = sample_labels.repeat(num_views)  # (V N,)
     self_index = torch.arange(num_views * num_samples, device=views.device)  # (V N,)
     return contrastive_loss(
-        embeddings, embeddings, embedding_labels, embedding_labels, self_index, temperature
+        embeddings,
+        embeddings,
+        embedding_labels,
+        embedding_labels,
+        self_index,
+        temperature,
+        block_size,
     )
 
 
@@ -249,7 +282,9 @@ def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
         )
 
 
-def info_nce(z_a: Tensor, z_b: Tensor, temperature: float = 0.1) -> Tensor:
+def info_nce(
+    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: int | None = None
+) -> Tensor:
     r"""SimCLR's NT-Xent loss (normalised temperature-scaled cross entropy) of two views.
 
     The ``2N`` embeddings ``[z_a; z_b]`` are L2-normalised; each is an anchor whose positive is
@@ -287,7 +322,7 @@ def info_nce(z_a: Tensor, z_b: Tensor, temperature: float = 0.1) -> Tensor:
         0.0002
     """
     _check_pair(z_a, z_b)
-    return multi_view_info_nce(torch.stack([z_a, z_b]), temperature)  # (2, N, D)
+    return multi_view_info_nce(torch.stack([z_a, z_b]), temperature, block_size=block_size)
 
 
 @torch.no_grad()
@@ -364,9 +399,12 @@ class InfoNCELoss(nn.Module):
     Args:
         temperature: ``T``, a finite number > 0 (SimCLR uses 0.1 to 0.5).
         gather_distributed: contrast against the embeddings of all ranks when distributed.
+        block_size: compute the loss ``block_size`` anchors at a time (exact, with
+            O(block_size x candidates) memory instead of the whole similarity matrix);
+            ``None``: the dense path.
 
     Raises:
-        ValueError: if ``temperature`` is not a finite number > 0.
+        ValueError: if ``temperature`` is not a finite number > 0, or ``block_size`` < 1.
 
     Shape:
         - ``forward``: ``z_a`` (N, D), ``z_b`` (N, D) -> scalar.
@@ -385,10 +423,18 @@ class InfoNCELoss(nn.Module):
         ValueError: temperature must be a finite number > 0, got -0.1
     """
 
-    def __init__(self, temperature: float = 0.1, gather_distributed: bool = False) -> None:
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        gather_distributed: bool = False,
+        block_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.temperature = _check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1 or null, got {block_size}")
+        self.block_size = block_size
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         _check_pair(z_a, z_b)
@@ -397,7 +443,7 @@ class InfoNCELoss(nn.Module):
     def forward_views(self, views: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss of ``V`` views (V, N, D); SupCon when ``labels`` (N,) are given."""
         if not (self.gather_distributed and distributed.world_size() > 1):
-            return multi_view_info_nce(views, self.temperature, labels)
+            return multi_view_info_nce(views, self.temperature, labels, self.block_size)
         return self._gathered_loss(views, labels)
 
     def _gathered_loss(self, views: Tensor, labels: Tensor | None) -> Tensor:
@@ -430,7 +476,13 @@ class InfoNCELoss(nn.Module):
         )  # (V N,)
 
         losses, has_positive = _per_anchor_losses(
-            anchors, candidates, anchor_labels, candidate_labels, self_index, self.temperature
+            anchors,
+            candidates,
+            anchor_labels,
+            candidate_labels,
+            self_index,
+            self.temperature,
+            self.block_size,
         )
         if labels is None:
             num_valid_global = losses.new_tensor(float(candidates.shape[0]))
@@ -443,4 +495,7 @@ class InfoNCELoss(nn.Module):
         return distributed.world_size() * local_sum / num_valid_global.clamp(min=1)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, gather_distributed={self.gather_distributed}"
+        return (
+            f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
+            f"block_size={self.block_size}"
+        )

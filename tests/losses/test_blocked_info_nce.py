@@ -1,0 +1,98 @@
+"""The blocked InfoNCE equals the dense one: values and gradients, float64, every form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contrastive.losses import InfoNCELoss, contrastive_loss, info_nce, multi_view_info_nce
+
+
+def values_and_grads(loss_fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:  # type: ignore[no-untyped-def]
+    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    loss = loss_fn(*leaves)
+    loss.backward()
+    return loss.detach(), [leaf.grad for leaf in leaves]  # type: ignore[misc]
+
+
+def assert_same(dense: tuple, blocked: tuple) -> None:  # type: ignore[type-arg]
+    torch.testing.assert_close(blocked[0], dense[0], rtol=1e-9, atol=1e-12)
+    for a, b in zip(dense[1], blocked[1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 16, 63])
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_two_view_info_nce(block_size: int, temperature: float) -> None:
+    generator = torch.Generator().manual_seed(block_size)
+    z_a, z_b = torch.randn(2, 40, 16, dtype=torch.float64, generator=generator)
+    dense = values_and_grads(lambda a, b: info_nce(a, b, temperature), z_a, z_b)
+    blocked = values_and_grads(lambda a, b: info_nce(a, b, temperature, block_size), z_a, z_b)
+    assert_same(dense, blocked)
+
+
+@pytest.mark.parametrize("block_size", [5, 32])
+def test_multi_view_and_supervised_multi_positive(block_size: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    views = torch.randn(3, 24, 8, dtype=torch.float64, generator=generator)
+    labels = torch.randint(0, 5, (24,), generator=generator)  # several positives per anchor
+    for lab in (None, labels):
+        dense = values_and_grads(lambda v, lab=lab: multi_view_info_nce(v, 0.1, lab), views)
+        blocked = values_and_grads(
+            lambda v, lab=lab: multi_view_info_nce(v, 0.1, lab, block_size), views
+        )
+        assert_same(dense, blocked)
+
+
+def test_the_cross_rank_form_with_offsets_and_anchors_without_positives() -> None:
+    """Anchors are one rank's rows of a gathered candidate set (self at an offset), some
+    anchors have no positive and one is not among the candidates at all (self_index -1)."""
+    generator = torch.Generator().manual_seed(2)
+    candidates = torch.randn(30, 8, dtype=torch.float64, generator=generator)
+    anchors = torch.randn(12, 8, dtype=torch.float64, generator=generator)
+    candidate_labels = torch.randint(0, 6, (30,), generator=generator)
+    anchor_labels = torch.cat([candidate_labels[10:21], torch.tensor([99])])  # last: no positive
+    self_index = torch.cat([torch.arange(10, 21), torch.tensor([-1])])
+
+    def loss(block: int | None):  # type: ignore[no-untyped-def]
+        return lambda a, c: contrastive_loss(
+            a, c, anchor_labels, candidate_labels, self_index, 0.2, block
+        )
+
+    assert_same(
+        values_and_grads(loss(None), anchors, candidates),
+        values_and_grads(loss(5), anchors, candidates),
+    )
+
+
+def test_module_and_bad_block_size() -> None:
+    z = torch.randn(2, 16, 8, dtype=torch.float64)
+    dense, blocked = InfoNCELoss(0.1), InfoNCELoss(0.1, block_size=4)
+    torch.testing.assert_close(blocked(z[0], z[1]), dense(z[0], z[1]), rtol=1e-9, atol=0)
+    assert "block_size=4" in repr(blocked)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        InfoNCELoss(0.1, block_size=0)
+
+
+def test_blocked_keeps_no_similarity_matrix_for_backward() -> None:
+    """What autograd keeps between forward and backward: the dense path keeps (2N x 2N)
+    tensors; the blocked one only the embeddings and per-row numbers (2N = 4096, d = 32)."""
+    z_a, z_b = torch.randn(2, 2048, 32)
+
+    def saved_bytes(block: int | None) -> int:
+        total = 0
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            nonlocal total
+            total += tensor.numel() * tensor.element_size()
+            return tensor
+
+        a, b = z_a.clone().requires_grad_(True), z_b.clone().requires_grad_(True)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = info_nce(a, b, 0.1, block)
+        loss.backward()
+        return total
+
+    matrix_bytes = 4096 * 4096 * 4
+    assert saved_bytes(None) >= matrix_bytes  # the dense path does keep the matrix
+    assert saved_bytes(256) < 4096 * 32 * 4 * 8  # a few copies of the embeddings
