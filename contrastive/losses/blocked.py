@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 
-def _block_terms(
+def block_terms(
     anchors: Tensor,
     candidates: Tensor,
     anchor_labels: Tensor,
@@ -32,7 +32,9 @@ def _block_terms(
     self_index: Tensor,
     temperature: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One block's scaled similarities with the self entry masked, and its positive mask."""
+    """Scaled similarities of ``anchors`` (B, D) to ``candidates`` (C, D) with each anchor's
+    self entry set to the dtype's lowest value, the positive mask (same label, not self) and
+    the self mask; the dense path calls it on all anchors, the blocked one per block."""
     logits = anchors @ candidates.T / temperature  # (B, C)
     columns = torch.arange(candidates.shape[0], device=anchors.device)
     self_mask = self_index[:, None] == columns[None, :]  # (B, C)
@@ -62,7 +64,7 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         num_positives = torch.empty(num_anchors, dtype=torch.long, device=anchors.device)
         for start in range(0, num_anchors, block_size):
             rows = slice(start, start + block_size)
-            masked, positive_mask, _ = _block_terms(
+            masked, positive_mask, _ = block_terms(
                 anchors[rows],
                 candidates,
                 anchor_labels[rows],
@@ -92,7 +94,7 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         grad_candidates = torch.zeros_like(candidates)
         for start in range(0, anchors.shape[0], block_size):
             rows = slice(start, start + block_size)
-            masked, positive_mask, self_mask = _block_terms(
+            masked, positive_mask, self_mask = block_terms(
                 anchors[rows],
                 candidates,
                 anchor_labels[rows],

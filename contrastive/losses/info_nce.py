@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from contrastive import distributed
 from contrastive.losses.activations import _check_temperature
-from contrastive.losses.blocked import BlockedContrastiveLosses
+from contrastive.losses.blocked import BlockedContrastiveLosses, block_terms
 
 __all__ = [
     "InfoNCELoss",
@@ -113,19 +113,16 @@ def _per_anchor_losses(
                 block_size,
             )
             return losses, num_positives > 0
-        logits = anchors @ candidates.T / temperature  # (A, C)
-
-        columns = torch.arange(num_candidates, device=anchors.device)  # (C,)
-        self_mask = self_index[:, None] == columns[None, :]  # (A, C)
-        positive_mask = (anchor_labels[:, None] == candidate_labels[None, :]) & ~self_mask  # (A, C)
-
-        # A finite "minus infinity": an anchor whose only candidate is itself then gets a
-        # finite log-denominator (and zero gradient) instead of -inf and NaN gradients.
-        masked_logits = logits.masked_fill(self_mask, torch.finfo(dtype).min)  # (A, C)
+        # One definition of the masks for both paths: the self entry set to a finite "minus
+        # infinity" (an anchor whose only candidate is itself then gets a finite
+        # log-denominator and zero gradient instead of -inf and NaN gradients).
+        masked_logits, positive_mask, _ = block_terms(
+            anchors, candidates, anchor_labels, candidate_labels, self_index, temperature
+        )  # (A, C) each
         log_denominator = torch.logsumexp(masked_logits, dim=1)  # (A,)
 
         num_positives = positive_mask.sum(dim=1)  # (A,)
-        positive_logit_sum = torch.where(positive_mask, logits, 0.0).sum(dim=1)  # (A,)
+        positive_logit_sum = torch.where(positive_mask, masked_logits, 0.0).sum(dim=1)  # (A,)
         mean_positive_logit = positive_logit_sum / num_positives.clamp(min=1)  # (A,)
         losses = log_denominator - mean_positive_logit  # (A,)
     return losses, num_positives > 0
