@@ -97,11 +97,8 @@ def _per_anchor_losses(
         raise ValueError(f"block_size must be >= 1 or None, got {block_size}")
     dtype = _compute_dtype(anchors, candidates)
     with _autocast_disabled(anchors.device):
-        same = anchors is candidates
         anchors = F.normalize(anchors.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (A, D)
-        candidates = (
-            anchors if same else F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)
-        )  # (C, D)
+        candidates = F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (C, D)
         if block_size is not None and block_size < num_anchors:
             losses, num_positives = BlockedContrastiveLosses.apply(
                 anchors,

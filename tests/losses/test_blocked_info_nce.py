@@ -95,4 +95,4 @@ def test_blocked_keeps_no_similarity_matrix_for_backward() -> None:
 
     matrix_bytes = 4096 * 4096 * 4
     assert saved_bytes(None) >= matrix_bytes  # the dense path does keep the matrix
-    assert saved_bytes(256) < 4096 * 32 * 4 * 8  # a few copies of the embeddings
+    assert saved_bytes(256) < 4096 * 32 * 4 * 16  # copies of the embeddings, 1/8 of the matrix
