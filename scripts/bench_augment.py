@@ -1,0 +1,160 @@
+"""Two-view SimCLR augmentation throughput (views/second): ours batched against per-sample
+pipelines in a DataLoader, lightly's ``SimCLRTransform`` included, in one run.
+
+Same recipe for every pipeline (our presets ``fashion_mnist``: 28 px grayscale, and
+``cifar``: 32 px RGB), batch 512, synthetic uint8 images, on the CPU. The batched path runs
+in the main process with torch's threads; the per-sample pipelines run in a DataLoader
+with ``--workers`` worker processes (the same cores). Each figure is the median over
+``--repeats`` passes of ``--batches`` batches, after one warm-up pass. Needs the bench
+extra for lightly (``pip install -e '.[bench]'``).
+
+    python scripts/bench_augment.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from contrastive.transforms import (
+    BatchedViews,
+    PerSampleViews,
+    ViewRecipe,
+    build_view_transform,
+    preset,
+)
+
+BATCH = 512
+
+
+class Images(Dataset[Any]):
+    """``count`` random uint8 images, as tensors or as PIL images, through ``transform``."""
+
+    def __init__(self, images: torch.Tensor, transform: Callable[[Any], Any], pil: bool):
+        self.images, self.transform, self.pil = images, transform, pil
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Any:
+        image = self.images[index]
+        if self.pil:
+            array = image.permute(1, 2, 0).squeeze(-1).numpy()
+            return self.transform(Image.fromarray(array))
+        return self.transform(image)
+
+
+def two_views(transform: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda image: torch.stack([transform(image), transform(image)])
+
+
+def lightly_transform(recipe: ViewRecipe) -> Callable[[Any], Any]:
+    from lightly.transforms import SimCLRTransform
+
+    grayscale = recipe.channels == 1
+    views = SimCLRTransform(
+        input_size=recipe.image_size,
+        cj_prob=recipe.jitter_prob,
+        cj_bright=recipe.brightness,
+        cj_contrast=recipe.contrast,
+        cj_sat=0.0 if grayscale else recipe.saturation,
+        cj_hue=0.0 if grayscale else recipe.hue,
+        min_scale=recipe.crop_scale[0],
+        random_gray_scale=0.0 if grayscale else recipe.grayscale_prob,
+        gaussian_blur=recipe.blur_prob,
+        sigmas=recipe.blur_sigma,
+        hf_prob=recipe.flip_prob,
+        normalize={"mean": list(recipe.mean), "std": list(recipe.std)},
+    )
+    return lambda image: torch.stack(views(image))
+
+
+def time_loader(loader: DataLoader[Any], batches: int, repeats: int) -> float:
+    """Median seconds per batch over ``repeats`` passes of ``batches`` batches."""
+    per_batch = []
+    iterator = iter(loader)
+    for _ in range(batches):  # warm-up: workers started, first batches prefetched
+        next(iterator)
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(batches):
+            next(iterator)
+        per_batch.append((time.perf_counter() - started) / batches)
+    return statistics.median(per_batch)
+
+
+def time_batched(images: torch.Tensor, recipe: ViewRecipe, batches: int, repeats: int) -> float:
+    views = BatchedViews(recipe)
+    generator = torch.Generator().manual_seed(0)
+    views(images[:BATCH], generator)  # warm-up
+    per_batch = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for b in range(batches):
+            chunk = images[(b * BATCH) % len(images) :][:BATCH]
+            views(chunk, generator)
+        per_batch.append((time.perf_counter() - started) / batches)
+    return statistics.median(per_batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    rows = []
+    for name in ("fashion_mnist", "cifar"):
+        recipe = preset(name)
+        count = BATCH * (args.batches * (args.repeats + 1) + 1)
+        images = torch.randint(
+            0,
+            256,
+            (count, recipe.channels, recipe.image_size, recipe.image_size),
+            dtype=torch.uint8,
+        )
+        pipelines: dict[str, tuple[Callable[[Any], Any], bool]] = {
+            "ours, per-sample (torchvision v2 on tensors)": (PerSampleViews(recipe), False),
+            "torchvision v2 on PIL images": (
+                two_views(v2.Compose([v2.ToImage(), build_view_transform(recipe)])),
+                True,
+            ),
+            "lightly SimCLRTransform": (lightly_transform(recipe), True),
+        }
+        seconds = {"ours, batched": time_batched(images, recipe, args.batches, args.repeats)}
+        for label, (transform, pil) in pipelines.items():
+            loader = DataLoader(
+                Images(images, transform, pil),
+                batch_size=BATCH,
+                num_workers=args.workers,
+                persistent_workers=args.workers > 0,
+            )
+            seconds[label] = time_loader(loader, args.batches, args.repeats)
+        rows.append((name, recipe, seconds))
+
+    print(
+        f"\nCPU, {os.cpu_count()} cores; batch {BATCH}, 2 views; per-sample pipelines in a "
+        f"DataLoader with {args.workers} workers; median of {args.repeats} x {args.batches} "
+        "batches\n"
+    )
+    print("| recipe | pipeline | views/s | ours batched / this |")
+    print("| --- | --- | --- | --- |")
+    for name, recipe, seconds in rows:
+        size = f"{name} ({recipe.image_size} px, {recipe.channels} ch)"
+        batched = seconds["ours, batched"]
+        for label, value in seconds.items():
+            print(f"| {size} | {label} | {2 * BATCH / value:,.0f} | {value / batched:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
