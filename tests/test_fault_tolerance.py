@@ -558,7 +558,7 @@ WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
 def test_offline_resume_starts_a_new_offline_run_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.wandb_reader import read_run
+    from tests.wandb_reader import wait_for_run
 
     run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=1")
     first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
@@ -569,7 +569,8 @@ def test_offline_resume_starts_a_new_offline_run_with_a_warning(
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     ids = [run.name.rsplit("-", 1)[1] for run in runs]
     assert len(runs) == 2 and first_id in ids and len(set(ids)) == 2
-    second = read_run(next(r for r in runs if not r.name.endswith(first_id)))
+    # run.finish() returns before wandb-core has closed the file: wait for its exit record
+    second = wait_for_run(next(r for r in runs if not r.name.endswith(first_id)))
     steps = [step for step, _ in second.metric("train/loss")]
     assert steps and min(steps) >= 16  # the new run carries on from the resumed step
 
