@@ -29,11 +29,12 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what was expected."""
 
 
-def read_checkpoint(path: Path, trust: bool = False) -> Any:
+def read_checkpoint(path: Path, trust: bool = False, check: bool = True) -> Any:
     """The contents of a torch file, or a :class:`CheckpointError` naming it: truncated or
-    corrupt (:func:`checkpoint_problem`), or a pickle that needs code to load while
-    ``trust`` is false. Tensors are memory-mapped, not read, until used."""
-    problem = checkpoint_problem(path)
+    corrupt (:func:`checkpoint_problem`; ``check=False`` when the caller has run it), or a
+    pickle that needs code to load while ``trust`` is false. Tensors are memory-mapped,
+    not read, until used."""
+    problem = checkpoint_problem(path) if check else None
     if problem is not None:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({problem}); expected a backbone.pt or a "

@@ -23,6 +23,7 @@ __all__ = [
     "all_gather_sizes",
     "all_gather_with_grad",
     "is_distributed",
+    "max_over_ranks",
     "rank",
     "shutdown",
     "world_size",
@@ -69,6 +70,26 @@ def shutdown() -> None:
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def max_over_ranks(value: float, device: torch.device | None = None) -> float:
+    """The largest ``value`` any rank passed (``value`` itself when not distributed): how
+    the ranks agree on a flag, such as "a signal arrived" or "this step is not finite".
+
+    Args:
+        value: this rank's value.
+        device: where to put the one-element tensor for the collective (must suit the
+            backend, e.g. a CUDA device for NCCL); CPU when ``None``.
+
+    Examples:
+        >>> max_over_ranks(3.0)
+        3.0
+    """
+    if not is_distributed():
+        return float(value)
+    flag = torch.tensor(float(value), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return float(flag.item())
 
 
 def all_gather_sizes(local_size: int, device: torch.device | None = None) -> list[int]:

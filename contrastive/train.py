@@ -24,9 +24,9 @@ from torch import Tensor, nn
 from contrastive import distributed
 from contrastive.atomic import AtomicCheckpointIO
 from contrastive.backbones import in_channels, save_backbone
-from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, Preempted, ViewThroughput
+from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
 from contrastive.checkpoints import checkpoint_problem, read_checkpoint
-from contrastive.errors import ConfigError
+from contrastive.errors import ConfigError, Preempted
 from contrastive.methods import SimCLR
 
 log = logging.getLogger(__name__)
@@ -178,16 +178,18 @@ def resume_path(cfg: DictConfig) -> str | None:
             *(output_dir / "checkpoints").glob("epoch*.ckpt"),
         ]
         existing = sorted((p for p in found if p.is_file()), key=lambda p: -p.stat().st_mtime)
+        problems: dict[str, str] = {}
         for candidate in existing:
             problem = checkpoint_problem(candidate)
             if problem is None:
                 log.info("resuming from %s", candidate)
                 return str(candidate)
             log.warning("skipping checkpoint %s: %s", candidate, problem)
-        if existing:
+            problems[candidate.name] = problem
+        if problems:
             raise ConfigError(
                 f"resume=auto: no usable checkpoint in {output_dir}: "
-                + "; ".join(f"{p.name}: {checkpoint_problem(p)}" for p in existing)
+                + "; ".join(f"{name}: {problem}" for name, problem in problems.items())
                 + ". Pass resume=<a good .ckpt>, or resume=null to start afresh."
             )
         return None
@@ -377,7 +379,9 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     trust = bool(cfg.get("trust_checkpoint", False))
     run_id = None
     if checkpoint is not None:  # refuses, with a message, a pickle that needs code
-        run_id = read_checkpoint(Path(checkpoint), trust).get("contrastive", {}).get("wandb_run_id")
+        # resume_path has CRC-checked the file already: no second full read here.
+        payload = read_checkpoint(Path(checkpoint), trust, check=False)
+        run_id = payload.get("contrastive", {}).get("wandb_run_id")
     datamodule, model, callbacks, trainer = build(cfg, resume_run_id=run_id)
 
     try:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from contrastive import distributed
 from contrastive.errors import TrainingHalted
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,7 @@ class NonFiniteGuard(pl.Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         loss_ok = self._loss is None or bool(torch.isfinite(self._loss).all())
         grads_ok = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
-        bad = float(not (loss_ok and grads_ok))
-        if trainer.world_size > 1:
-            flag = torch.tensor(bad, device=pl_module.device)
-            bad = float(trainer.strategy.reduce(flag, reduce_op="max").item())
+        bad = distributed.max_over_ranks(float(not (loss_ok and grads_ok)), pl_module.device)
         what = (
             "the loss"
             if not loss_ok

@@ -31,6 +31,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from contrastive import distributed
 from contrastive.errors import Preempted
 
 log = logging.getLogger(__name__)
@@ -116,13 +117,6 @@ class Preemption(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handlers()
 
-    def _agreed_signal(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
-        received = self.received
-        if trainer.world_size > 1:
-            flag = torch.tensor(float(received), device=pl_module.device)
-            received = int(trainer.strategy.reduce(flag, reduce_op="max").item())
-        return received
-
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -140,7 +134,7 @@ class Preemption(pl.Callback):
         self._stop_if_signalled(trainer, pl_module)
 
     def _stop_if_signalled(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        signum = self._agreed_signal(trainer, pl_module)
+        signum = int(distributed.max_over_ranks(self.received, pl_module.device))
         if not signum:
             return
         path = last_checkpoint_path(trainer)
