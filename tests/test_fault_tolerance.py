@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ JOB = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+# The same with the default W&B logger (offline) and no loader workers.
+WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
 
 
 def signal_at(step: int, name: str = "SIGTERM", rank: int | None = None) -> list[str]:
@@ -51,11 +54,12 @@ def pretrain_process(
     run_dir: Path,
     *overrides: str,
     env: dict[str, str] | None = None,
-    prefix: list[str] | None = None,
+    job: Sequence[str] = JOB,
 ) -> subprocess.CompletedProcess[str]:
-    """``scripts/pretrain.py`` in a fresh process, as a user or a scheduler starts it."""
-    command = [*(prefix or [sys.executable]), str(ROOT / "scripts" / "pretrain.py")]
-    command += [*JOB, *overrides, f"hydra.run.dir={run_dir}"]
+    """``scripts/pretrain.py`` with ``job`` and ``overrides`` in a fresh process, as a user
+    or a scheduler starts it."""
+    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py")]
+    command += [*job, *overrides, f"hydra.run.dir={run_dir}"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         command, cwd=run_dir.parent, env=environment, capture_output=True, text=True, timeout=280
@@ -488,20 +492,8 @@ SECRETS = {
 
 def test_no_secret_from_the_environment_reaches_any_output(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    overrides = [o for o in JOB if o != "logger=none"] + [
-        "trainer.max_epochs=1",
-        "data.num_workers=0",
-    ]
-    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), *overrides]
-    env = {**os.environ, **SECRETS, "WANDB_MODE": "offline", "WANDB_DIR": str(run_dir)}
-    result = subprocess.run(
-        [*command, f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    env = {**SECRETS, "WANDB_MODE": "offline", "WANDB_DIR": str(run_dir)}
+    result = pretrain_process(run_dir, "trainer.max_epochs=1", env=env, job=WANDB_JOB)
     assert result.returncode == 0, result.stderr[-3000:]
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any("wandb" in p.parts for p in files) and (run_dir / "backbone.pt").is_file()
@@ -552,7 +544,6 @@ def test_cli_refuses_an_untrusted_pickle_with_a_message(
 
 
 # --- W&B ----------------------------------------------------------------------------------
-WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
 
 
 def test_offline_resume_starts_a_new_offline_run_with_a_warning(
@@ -610,21 +601,8 @@ def test_wandb_that_cannot_reach_its_server_falls_back_to_offline(tmp_path: Path
         "WANDB_API_KEY": "x" * 40,
         "WANDB_INIT_TIMEOUT": "5",
     }
-    online = [o for o in WANDB_JOB] + ["logger.offline=false", "trainer.max_epochs=1"]
-    command = [
-        sys.executable,
-        str(ROOT / "scripts" / "pretrain.py"),
-        *online,
-        f"hydra.run.dir={run_dir}",
-    ]
-    result = subprocess.run(
-        command,
-        cwd=tmp_path,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
+    online = ["logger.offline=false", "trainer.max_epochs=1"]
+    result = pretrain_process(run_dir, *online, env=env, job=WANDB_JOB)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "W&B could not start online" in result.stdout + result.stderr
     assert list((run_dir / "wandb").glob("offline-run-*")) and (run_dir / "backbone.pt").is_file()
