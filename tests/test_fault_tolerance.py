@@ -510,17 +510,25 @@ def test_no_secret_from_the_environment_reaches_any_output(tmp_path: Path) -> No
 
 
 # --- untrusted files ----------------------------------------------------------------------
+def booby_trapped_backbone(pretrained_run: Path, directory: Path) -> tuple[Path, Path]:
+    """A real ``backbone.pt`` that also holds an object whose unpickling creates a marker
+    file; returns ``(the file, the marker)``."""
+    from tests.fault_helpers import TouchOnLoad
+
+    marker = directory / "pwned"
+    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
+    payload["note"] = TouchOnLoad(str(marker))
+    evil = directory / "backbone.pt"
+    torch.save(payload, evil)
+    return evil, marker
+
+
 def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
     tmp_path: Path, pretrained_run: Path
 ) -> None:
     from contrastive.checkpoints import CheckpointError, load_pretrained
-    from tests.fault_helpers import TouchOnLoad
 
-    marker = tmp_path / "pwned"
-    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
-    payload["note"] = TouchOnLoad(str(marker))
-    evil = tmp_path / "backbone.pt"
-    torch.save(payload, evil)
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
     with pytest.raises(CheckpointError, match=r"needs arbitrary code.*trust_checkpoint=true"):
         load_pretrained(evil)
     assert not marker.exists()  # refused before anything ran
@@ -531,13 +539,8 @@ def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
 def test_cli_refuses_an_untrusted_pickle_with_a_message(
     tmp_path: Path, pretrained_run: Path
 ) -> None:
-    from tests.fault_helpers import TouchOnLoad
-
-    marker = tmp_path / "pwned"
-    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
-    payload["note"] = TouchOnLoad(str(marker))
-    torch.save(payload, tmp_path / "backbone.pt")
-    result = run_script("knn_eval.py", f"pretrained={tmp_path / 'backbone.pt'}", "data=synthetic")
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
+    result = run_script("knn_eval.py", f"pretrained={evil}", "data=synthetic")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "needs arbitrary code" in result.stderr and "trust_checkpoint=true" in result.stderr
     assert "Traceback" not in result.stderr and not marker.exists()
