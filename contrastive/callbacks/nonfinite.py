@@ -47,26 +47,33 @@ class NonFiniteGuard(pl.Callback):
     ) -> None:
         self._loss = loss.detach()
 
-    def _bad(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[bool, str]:
+    def _bad(self, pl_module: pl.LightningModule) -> tuple[bool, str, str]:
+        """Whether any rank's loss or gradient is not finite, what it was, and the loss.
+        One host-device sync per step (and one all-reduce under DDP); the details are
+        read only after a bad step."""
+        loss = self._loss
+        self._loss = None
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        loss_ok = self._loss is None or bool(torch.isfinite(self._loss).all())
-        grads_ok = not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
-        bad = distributed.max_over_ranks(float(not (loss_ok and grads_ok)), pl_module.device)
+        loss_ok = torch.isfinite(loss).all() if loss is not None else torch.tensor(True)
+        grads_ok = (
+            torch.isfinite(torch.nn.utils.get_total_norm(grads)) if grads else torch.tensor(True)
+        )
+        local_bad = not bool(loss_ok.to(grads_ok.device) & grads_ok)  # the one sync
+        if not distributed.max_over_ranks(float(local_bad), pl_module.device):
+            return False, "", ""
         what = (
             "the loss"
-            if not loss_ok
+            if not bool(loss_ok)
             else "a gradient"
-            if not grads_ok
+            if not bool(grads_ok)
             else "another rank's loss or gradient"
         )
-        return bad > 0, what
+        return True, what, f" (loss {float(loss):.4g})" if loss is not None else ""
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer
     ) -> None:
-        bad, what = self._bad(trainer, pl_module)
-        loss = f" (loss {float(self._loss):.4g})" if self._loss is not None else ""
-        self._loss = None
+        bad, what, loss = self._bad(pl_module)
         if not bad:
             return
         step = trainer.global_step
