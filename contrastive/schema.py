@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -50,7 +50,7 @@ class LossSchema:
     _target_: str = "contrastive.losses.InfoNCELoss"
     temperature: float = 0.2
     gather_distributed: bool = True
-    block_size: Optional[int] = None  # noqa: UP045
+    block_size: Optional[Union[int, str]] = "auto"  # noqa: UP007, UP045
 
 
 def _schema_of(cls: type, target: str) -> type:

@@ -76,7 +76,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536, 131072])
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="(one above 2N=16384)")
-    parser.add_argument("--block-size", type=int, default=1024)
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=512,
+        help="rows per block of the forced blocked case (512 is what block_size=auto picks)",
+    )
     parser.add_argument("--memory-gib", type=float, default=20.0)
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: impl, 2N
     args = parser.parse_args()

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from contrastive import distributed
 from contrastive.losses.activations import _check_temperature
-from contrastive.losses.blocked import BlockedContrastiveLosses, block_terms
+from contrastive.losses.blocked import BlockedContrastiveLosses
 
 __all__ = [
     "InfoNCELoss",
@@ -40,6 +40,48 @@ __all__ = [
     "multi_view_info_nce",
     "similarity_stats",
 ]
+
+# Measured on the 2-core CPU (docs/BENCHMARKS.md, scripts/bench_loss.py): the blocked path is
+# as fast as the dense one at 2N = 512 and faster from 2N = 1024 on (1.4x at 1024, 3.5x at
+# 4096), so "auto" takes it from 1024 x 1024 similarities up; 512-row blocks were the fastest
+# at 2N = 4096 and 16384, and the buffer is capped at 256 MiB for very large C.
+AUTO_BLOCKED_MIN_ENTRIES = 1024 * 1024
+AUTO_BLOCK_ROWS = 512
+AUTO_BLOCK_MAX_BYTES = 256 * 2**20
+
+BlockSize = int | str | None
+"""``"auto"`` (the default): blocked above :data:`AUTO_BLOCKED_MIN_ENTRIES` similarities, in
+blocks of :data:`AUTO_BLOCK_ROWS` rows; an int: always blocked, that many rows; ``None``:
+always dense."""
+
+
+def check_block_size(block_size: BlockSize) -> BlockSize:
+    """``block_size`` if it is ``"auto"``, ``None`` or an int >= 1; ValueError otherwise."""
+    if block_size is None or block_size == "auto":
+        return block_size
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(
+            f"block_size must be 'auto', null (the dense path) or an integer >= 1 (rows per "
+            f"block), got {block_size!r}"
+        )
+    return block_size
+
+
+def resolve_block_size(
+    block_size: BlockSize, num_anchors: int, num_candidates: int, itemsize: int = 4
+) -> int | None:
+    """The rows per block for ``block_size`` at this size, or ``None`` for the dense path."""
+    check_block_size(block_size)
+    if isinstance(block_size, int):
+        return None if block_size >= num_anchors else block_size
+    if block_size is None:
+        return None
+    if num_anchors * num_candidates < AUTO_BLOCKED_MIN_ENTRIES:
+        return None
+    rows = AUTO_BLOCK_MAX_BYTES // max(num_candidates * itemsize, 1)
+    rows = max(16, min(AUTO_BLOCK_ROWS, rows))
+    return None if rows >= num_anchors else rows
+
 
 # eps of F.normalize: an all-zero embedding stays the zero vector (similarity 0 to everything)
 # instead of producing NaN.
@@ -58,6 +100,23 @@ def _autocast_disabled(device: torch.device) -> AbstractContextManager[object]:
     return nullcontext()
 
 
+def _masked_logits(
+    anchors: Tensor,
+    candidates: Tensor,
+    anchor_labels: Tensor,
+    candidate_labels: Tensor,
+    self_index: Tensor,
+    temperature: float,
+) -> tuple[Tensor, Tensor]:
+    """Scaled similarities ``(A, C)`` of ``anchors`` to ``candidates`` with each anchor's self
+    entry set to the dtype's lowest value, and the positive mask (same label, not self)."""
+    logits = anchors @ candidates.T / temperature  # (A, C)
+    columns = torch.arange(candidates.shape[0], device=anchors.device)
+    self_mask = self_index[:, None] == columns[None, :]  # (A, C)
+    positive_mask = (anchor_labels[:, None] == candidate_labels[None, :]) & ~self_mask
+    return logits.masked_fill(self_mask, torch.finfo(logits.dtype).min), positive_mask
+
+
 def _per_anchor_losses(
     anchors: Tensor,
     candidates: Tensor,
@@ -65,16 +124,16 @@ def _per_anchor_losses(
     candidate_labels: Tensor,
     self_index: Tensor,
     temperature: float,
-    block_size: int | None = None,
+    block_size: BlockSize = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor SupCon L_out terms and whether each anchor has at least one positive.
 
     Shapes: anchors (A, D), candidates (C, D), anchor_labels (A,), candidate_labels (C,),
     self_index (A,). Returns ``(losses (A,), has_positive (A,) bool)``; the loss of an anchor
     without positives is its log-denominator alone and must be discarded by the caller.
-    With ``block_size`` below ``A``, the anchors go ``block_size`` rows at a time
-    (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`: the same values and
-    gradients, O(block_size x C) memory instead of O(A x C)).
+    ``block_size`` picks the path (:func:`resolve_block_size`): the blocked one
+    (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`) gives the same values and
+    gradients with O(block x C) memory instead of O(A x C).
     """
     if anchors.ndim != 2 or candidates.ndim != 2 or anchors.shape[1] != candidates.shape[1]:
         raise ValueError(
@@ -93,27 +152,19 @@ def _per_anchor_losses(
             f"got {tuple(candidate_labels.shape)}"
         )
 
-    if block_size is not None and block_size < 1:
-        raise ValueError(f"block_size must be >= 1 or None, got {block_size}")
     dtype = _compute_dtype(anchors, candidates)
+    rows = resolve_block_size(block_size, num_anchors, num_candidates, dtype.itemsize)
     with _autocast_disabled(anchors.device):
         anchors = F.normalize(anchors.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (A, D)
         candidates = F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (C, D)
-        if block_size is not None and block_size < num_anchors:
+        if rows is not None:
             losses, num_positives = BlockedContrastiveLosses.apply(
-                anchors,
-                candidates,
-                anchor_labels,
-                candidate_labels,
-                self_index,
-                temperature,
-                block_size,
+                anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, rows
             )
             return losses, num_positives > 0
-        # One definition of the masks for both paths: the self entry set to a finite "minus
-        # infinity" (an anchor whose only candidate is itself then gets a finite
-        # log-denominator and zero gradient instead of -inf and NaN gradients).
-        masked_logits, positive_mask, _ = block_terms(
+        # The self entry is set to a finite "minus infinity" (an anchor whose only candidate
+        # is itself then gets a finite log-denominator and zero gradient, not -inf and NaN).
+        masked_logits, positive_mask = _masked_logits(
             anchors, candidates, anchor_labels, candidate_labels, self_index, temperature
         )  # (A, C) each
         log_denominator = torch.logsumexp(masked_logits, dim=1)  # (A,)
@@ -138,7 +189,7 @@ def contrastive_loss(
     candidate_labels: Tensor,
     self_index: Tensor,
     temperature: float = 0.1,
-    block_size: int | None = None,
+    block_size: BlockSize = "auto",
 ) -> Tensor:
     r"""General contrastive loss of anchors against candidates (SupCon :math:`\mathcal{L}_{out}`).
 
@@ -168,8 +219,9 @@ def contrastive_loss(
             numerator and denominator. An index outside ``[0, C)`` (e.g. ``-1``) excludes
             nothing, for anchors that are not among the candidates.
         temperature: ``T``, a finite number > 0.
-        block_size: compute ``block_size`` anchors at a time (exact; O(block_size x C)
-            memory instead of O(A x C)); ``None``: the whole matrix at once.
+        block_size: ``"auto"``: the blocked path (exact, O(block x C) memory instead of
+            O(A x C)) from 1024 x 1024 similarities up, where it is also the faster one; an
+            int: always blocked, that many anchors at a time; ``None``: always dense.
 
     Returns:
         Scalar loss, float32 (float64 if an input is float64) even for fp16/bf16 inputs.
@@ -200,7 +252,7 @@ def multi_view_info_nce(
     views: Tensor,
     temperature: float = 0.1,
     labels: Tensor | None = None,
-    block_size: int | None = None,
+    block_size: BlockSize = "auto",
 ) -> Tensor:
     r"""Contrastive loss over ``V`` augmented views of ``N`` samples: multi-view InfoNCE or SupCon.
 
@@ -277,7 +329,7 @@ def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
 
 
 def info_nce(
-    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: int | None = None
+    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: BlockSize = "auto"
 ) -> Tensor:
     r"""SimCLR's NT-Xent loss (normalised temperature-scaled cross entropy) of two views.
 
@@ -393,12 +445,13 @@ class InfoNCELoss(nn.Module):
     Args:
         temperature: ``T``, a finite number > 0 (SimCLR uses 0.1 to 0.5).
         gather_distributed: contrast against the embeddings of all ranks when distributed.
-        block_size: compute the loss ``block_size`` anchors at a time (exact, with
-            O(block_size x candidates) memory instead of the whole similarity matrix);
-            ``None``: the dense path.
+        block_size: ``"auto"``: the exact blocked path (O(block x candidates) memory instead
+            of the whole similarity matrix) from 1024 x 1024 similarities up, where it is also
+            faster; an int: always blocked, that many anchors per block; ``None``: dense.
 
     Raises:
-        ValueError: if ``temperature`` is not a finite number > 0, or ``block_size`` < 1.
+        ValueError: if ``temperature`` is not a finite number > 0, or ``block_size`` is not
+            ``"auto"``, ``None`` or an int >= 1.
 
     Shape:
         - ``forward``: ``z_a`` (N, D), ``z_b`` (N, D) -> scalar.
@@ -421,14 +474,12 @@ class InfoNCELoss(nn.Module):
         self,
         temperature: float = 0.1,
         gather_distributed: bool = False,
-        block_size: int | None = None,
+        block_size: BlockSize = "auto",
     ) -> None:
         super().__init__()
         self.temperature = _check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
-        if block_size is not None and block_size < 1:
-            raise ValueError(f"block_size must be >= 1 or null, got {block_size}")
-        self.block_size = block_size
+        self.block_size = check_block_size(block_size)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         _check_pair(z_a, z_b)

@@ -6,6 +6,11 @@ import pytest
 import torch
 
 from contrastive.losses import InfoNCELoss, contrastive_loss, info_nce, multi_view_info_nce
+from contrastive.losses.info_nce import (
+    AUTO_BLOCK_MAX_BYTES,
+    AUTO_BLOCK_ROWS,
+    resolve_block_size,
+)
 
 
 def values_and_grads(loss_fn, *inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:  # type: ignore[no-untyped-def]
@@ -70,8 +75,23 @@ def test_module_and_bad_block_size() -> None:
     dense, blocked = InfoNCELoss(0.1), InfoNCELoss(0.1, block_size=4)
     torch.testing.assert_close(blocked(z[0], z[1]), dense(z[0], z[1]), rtol=1e-9, atol=0)
     assert "block_size=4" in repr(blocked)
-    with pytest.raises(ValueError, match="block_size must be >= 1"):
-        InfoNCELoss(0.1, block_size=0)
+    for bad in (0, -3, "atuo", 2.5, True):
+        with pytest.raises(ValueError, match=r"block_size must be 'auto', null .* or an integer"):
+            InfoNCELoss(0.1, block_size=bad)  # type: ignore[arg-type]
+
+
+def test_auto_picks_dense_below_the_measured_threshold_and_blocks_above() -> None:
+    assert resolve_block_size("auto", 512, 512) is None  # 2N = 512: dense (as fast)
+    assert resolve_block_size("auto", 1024, 1024) == AUTO_BLOCK_ROWS  # 2N = 1024: blocked
+    assert resolve_block_size("auto", 131072, 131072) == AUTO_BLOCK_ROWS
+    # a huge candidate set shrinks the block so its buffer stays within the budget
+    rows = resolve_block_size("auto", 4096, 2**21)
+    assert rows is not None and rows * 2**21 * 4 <= AUTO_BLOCK_MAX_BYTES
+    assert resolve_block_size("auto", 4096, 2**21, itemsize=8) == rows // 2
+    # forced either way
+    assert resolve_block_size(None, 10**5, 10**5) is None
+    assert resolve_block_size(7, 64, 64) == 7
+    assert resolve_block_size(64, 64, 64) is None  # one block is the dense path
 
 
 def test_blocked_keeps_no_similarity_matrix_for_backward() -> None:
@@ -79,7 +99,7 @@ def test_blocked_keeps_no_similarity_matrix_for_backward() -> None:
     tensors; the blocked one only the embeddings and per-row numbers (2N = 4096, d = 32)."""
     z_a, z_b = torch.randn(2, 2048, 32)
 
-    def saved_bytes(block: int | None) -> int:
+    def saved_bytes(block: int | str | None) -> int:
         total = 0
 
         def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -96,3 +116,4 @@ def test_blocked_keeps_no_similarity_matrix_for_backward() -> None:
     matrix_bytes = 4096 * 4096 * 4
     assert saved_bytes(None) >= matrix_bytes  # the dense path does keep the matrix
     assert saved_bytes(256) < 4096 * 32 * 4 * 16  # copies of the embeddings, 1/8 of the matrix
+    assert saved_bytes("auto") < 4096 * 32 * 4 * 16  # "auto" (the default) blocks at 2N = 4096
