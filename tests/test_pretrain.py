@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import torchvision
 
 from contrastive.checkpoints import load_pretrained
-from contrastive.train import pretrain
+from contrastive.train import build, pretrain
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_sources import CIFAR10_FILES, write_cifar
 from tests.wandb_reader import wait_for_run
@@ -277,6 +278,8 @@ def test_without_knn_the_checkpoint_keeps_only_last(compose_cfg: Any, tmp_path: 
         ("trainer.max_epochs=-1", "needs a finite length"),
         ("data.batch_size=1", r"data.batch_size=1 x 1 process\(es\) is a global batch of one"),
         ("loss.temperature=0", r"temperature must be a finite number > 0, got 0"),
+        ("loss.block_size=atuo", r"block_size must be 'auto', null .* got 'atuo'"),
+        ("model.compile_mode=fastest", r"model.compile_mode must be one of default, .* 'fastest'"),
         ("augment.crop_scale=[0.9,0.2]", r"crop_scale must be \(min, max\) with 0 < min <= max"),
         (
             "backbone=resnet18 backbone.small_stem=false augment.image_size=16",
@@ -313,3 +316,47 @@ def test_image_folder_class_count_must_match(compose_cfg: Any, tmp_path: Path) -
         pretrain(compose_cfg(*base, "data.num_classes=2"))
     metrics = pretrain(compose_cfg(*base))  # null: counted from the folders
     assert metrics["val/knn_num_test_samples"] == 6
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["trainer.precision=bf16-mixed", "model.channels_last=true"],
+        ["model.compile=true"],
+    ],
+    ids=["bf16-mixed+channels_last", "compile"],
+)
+def test_throughput_options_train_on_the_cpu(compose_cfg: Any, options: list[str]) -> None:
+    """Each throughput option really changes how the step runs, and the job still learns:
+    bf16 autocast reaches the backbone's convolutions (the loss stays float32) and compile
+    captures graphs (the checkpointed parameter names stay those of the eager model)."""
+    torch._dynamo.reset()
+    seen: dict[str, torch.dtype] = {}
+    captured_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+
+    cfg = compose_cfg(
+        *SYNTH,
+        "backbone.widths=[16,32]",
+        "trainer.max_epochs=2",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.media=null",
+        *options,
+        *FAST[3:],
+    )
+    datamodule, model, _, trainer = build(cfg)
+    bf16 = "trainer.precision=bf16-mixed" in options
+    if bf16:
+        first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(
+            lambda module, inputs, output: seen.setdefault("conv", output.dtype)
+        )
+    trainer.fit(model, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert math.isfinite(metrics["train/loss"]) and metrics["val/online_top1"] > 0.4
+    if bf16:
+        assert seen["conv"] == torch.bfloat16
+        assert first_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    else:
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > captured_before
+        checkpoint = torch.load(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
+        assert not any("_orig_mod" in key for key in checkpoint["state_dict"])

@@ -30,7 +30,7 @@ def normalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -
     """``(x - mean) / std`` per channel for ``(B, C, H, W)`` images in [0, 1]."""
     mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images - mean_t) / std_t
+    return torch.addcmul(-mean_t / std_t, images, 1.0 / std_t)  # one pass: x / s - m / s
 
 
 def eval_images(images: Tensor, recipe: ViewRecipe) -> Tensor:
@@ -99,14 +99,16 @@ def resized_crop(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tens
     ``flip`` (B,) bool.
     """
     batch = images.shape[0]
-    centre_x, centre_y, width, height = boxes.unbind(dim=1)
-    sign = 1.0 - 2.0 * flip.to(images.dtype)
-    theta = torch.zeros(batch, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0] = width * sign
-    theta[:, 0, 2] = 2 * centre_x - 1
-    theta[:, 1, 1] = height
-    theta[:, 1, 2] = 2 * centre_y - 1
-    grid = F.affine_grid(theta, [batch, images.shape[1], size, size], align_corners=False)
+    boxes = boxes.to(images.dtype)
+    centre_x, centre_y, width, height = (column.view(-1, 1, 1) for column in boxes.unbind(dim=1))
+    sign = 1.0 - 2.0 * flip.to(images.dtype).view(-1, 1, 1)
+    # F.affine_grid's sampling points for theta = [[w * sign, 0, 2 cx - 1], [0, h, 2 cy - 1]]
+    # (pixel centres, align_corners=False), built by broadcasting: the crop is axis-aligned,
+    # so no batched matrix product is needed.
+    base = (torch.arange(size, device=images.device, dtype=images.dtype) * 2 + 1) / size - 1
+    grid = torch.empty(batch, size, size, 2, device=images.device, dtype=images.dtype)
+    grid[..., 0] = (width * sign) * base.view(1, 1, -1) + (2 * centre_x - 1)
+    grid[..., 1] = height * base.view(1, -1, 1) + (2 * centre_y - 1)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -114,41 +116,40 @@ def grayscale(images: Tensor) -> Tensor:
     """Luma of ``(B, 3, H, W)`` RGB images as ``(B, 1, H, W)``; 1-channel input is returned."""
     if images.shape[1] == 1:
         return images
-    r, g, b = images.unbind(dim=1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+    weights = torch.tensor(_LUMA, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images * weights).sum(dim=1, keepdim=True)
 
 
-def _rgb_to_hsv(images: Tensor) -> Tensor:
-    r, g, b = images.unbind(dim=1)
-    max_c, _ = images.max(dim=1)
-    min_c, _ = images.min(dim=1)
-    delta = max_c - min_c
-    safe_delta = torch.where(delta > 0, delta, torch.ones_like(delta))
-    safe_max = torch.where(max_c > 0, max_c, torch.ones_like(max_c))
-    saturation = delta / safe_max
-    hue_r = ((g - b) / safe_delta) % 6
-    hue_g = (b - r) / safe_delta + 2
-    hue_b = (r - g) / safe_delta + 4
-    hue = torch.where(max_c == r, hue_r, torch.where(max_c == g, hue_g, hue_b))
-    hue = torch.where(delta > 0, hue / 6, torch.zeros_like(hue)) % 1.0
-    return torch.stack([hue, saturation, max_c], dim=1)
+def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
+    """Rotate the hue of ``(B, 3, H, W)`` RGB images in [0, 1] by ``hue`` ``(B,)`` turns.
 
-
-def _hsv_to_rgb(hsv: Tensor) -> Tensor:
-    hue, saturation, value = hsv.unbind(dim=1)
-    sector = torch.floor(hue * 6)
-    frac = hue * 6 - sector
-    sector = sector.long() % 6
-    p = value * (1 - saturation)
-    q = value * (1 - saturation * frac)
-    t = value * (1 - saturation * (1 - frac))
-    # Each sector picks (r, g, b) from (v, t, p, q): a (6, 3) lookup table over a stack.
-    candidates = torch.stack([value, t, p, q], dim=1)  # (B, 4, H, W)
-    table = torch.tensor(
-        [[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]], device=hsv.device
+    torchvision's ``adjust_hue`` (RGB -> HSV, shift H, HSV -> RGB) without materialising
+    HSV: with ``v = max``, chroma ``c = max - min`` and the hue in sixths ``h6``, channel
+    ``n`` (5 for red, 3 for green, 1 for blue) is ``v - c * clamp(min(k, 4 - k), 0, 1)``
+    with ``k = (n + h6) mod 6`` (``min(k, 4 - k) = 2 - |k - 2|``), the closed form of the six-sector table. Grey pixels
+    (``c = 0``) come back unchanged whatever their hue.
+    """
+    red, green, blue = images.unbind(dim=1)
+    value = images.amax(dim=1, keepdim=True)  # (B, 1, H, W)
+    chroma = value - images.amin(dim=1, keepdim=True)
+    safe_chroma = torch.where(chroma > 0, chroma, 1.0).squeeze(1)
+    max_value = value.squeeze(1)
+    chroma_plane = chroma.squeeze(1)
+    # hue x 6 before the shift, one division: (g - b) / c, (b - r) / c + 2, (r - g) / c + 4
+    numerator = torch.where(
+        max_value == red,
+        green - blue,
+        torch.where(
+            max_value == green, blue - red + 2 * chroma_plane, red - green + 4 * chroma_plane
+        ),
     )
-    index = table[sector].permute(0, 3, 1, 2)  # (B, 3, H, W)
-    return candidates.gather(1, index)
+    sixths = numerator.div_(safe_chroma).add_(6 * hue.view(-1, 1, 1))
+    sixths = torch.remainder(sixths, 6.0).unsqueeze(1)  # (B, 1, H, W) in [0, 6)
+    offsets = torch.tensor([5.0, 3.0, 1.0], device=images.device, dtype=images.dtype)
+    k = sixths + offsets.view(1, 3, 1, 1)  # (B, 3, H, W) in [1, 11)
+    k = torch.where(k >= 6.0, k - 6.0, k)  # (n + h6) mod 6
+    ramp = k.sub_(2.0).abs_().neg_().add_(2.0).clamp_(0.0, 1.0)  # clamp(min(k, 4 - k), 0, 1)
+    return ramp.mul_(chroma).neg_().add_(value)
 
 
 def color_jitter(
@@ -162,18 +163,22 @@ def color_jitter(
 
     Matches torchvision's ``adjust_*`` functions for those factors, applied in this fixed
     order (torchvision permutes the order at random; the order is not part of the recipe
-    we test). Factors of 1 (and hue 0) leave an image unchanged.
+    we test). Factors of 1 (and hue 0) leave an image unchanged. ``images`` is not changed.
     """
     view = (-1, 1, 1, 1)
+    # One new tensor, then everything in place: _blend(x, y, f) = f x + (1 - f) y is
+    # x.lerp_(y, 1 - f).
     images = (images * brightness.view(view)).clamp_(0, 1)
-    mean = grayscale(images).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
-    images = ((images - mean) * contrast.view(view) + mean).clamp_(0, 1)
+    if images.shape[1] == 3:  # mean luma = luma of the channel means
+        luma = torch.tensor(_LUMA, device=images.device, dtype=images.dtype)
+        mean = (images.mean(dim=(2, 3)) @ luma).view(view)  # (B, 1, 1, 1)
+    else:
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images.lerp_(mean.expand_as(images), (1 - contrast).view(view)).clamp_(0, 1)
     if images.shape[1] == 3:
-        gray = grayscale(images)
-        images = ((images - gray) * saturation.view(view) + gray).clamp_(0, 1)
-        hsv = _rgb_to_hsv(images)
-        hsv[:, 0] = (hsv[:, 0] + hue.view(-1, 1, 1)) % 1.0
-        images = _hsv_to_rgb(hsv)
+        gray = grayscale(images).expand_as(images)
+        images.lerp_(gray, (1 - saturation).view(view)).clamp_(0, 1)
+        images = adjust_hue(images, hue)
     return images
 
 
@@ -294,8 +299,8 @@ class BatchedViews(nn.Module):
                 hue=factor(recipe.hue, neutral=0.0),
             )
         if recipe.grayscale_prob > 0 and views.shape[1] == 3:
-            gray = grayscale(views).expand_as(views)
-            views = torch.where(coin(recipe.grayscale_prob).view(-1, 1, 1, 1), gray, views)
+            chosen = coin(recipe.grayscale_prob).nonzero().squeeze(1)
+            views[chosen] = grayscale(views[chosen]).expand(-1, 3, -1, -1)
         if recipe.blur_prob > 0:
             apply = coin(recipe.blur_prob)
             if bool(apply.any()):
