@@ -348,7 +348,7 @@ def test_throughput_options_train_on_the_cpu(compose_cfg: Any, options: list[str
     if bf16:
         first_conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
         first_conv.register_forward_hook(
-            lambda module, inputs, output: seen.setdefault("conv", output.dtype)
+            lambda module, inputs, output: seen.setdefault("conv", output.dtype) and None
         )
     trainer.fit(model, datamodule=datamodule)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
