@@ -73,8 +73,10 @@ def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> flo
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    from contrastive import schema
     from contrastive.train import build
 
+    schema.register()  # the typed schemas conf/ refers to, as the entry points do
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             "pretrain",
