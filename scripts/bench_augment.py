@@ -14,6 +14,7 @@ extra for lightly (``pip install -e '.[bench]'``).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -92,17 +93,50 @@ def time_loader(loader: DataLoader[Any], batches: int, repeats: int) -> float:
     return statistics.median(per_batch)
 
 
-def time_batched(images: torch.Tensor, recipe: ViewRecipe, batches: int, repeats: int) -> float:
-    views = BatchedViews(recipe)
-    generator = torch.Generator().manual_seed(0)
+def kornia_views(recipe: ViewRecipe) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The recipe as kornia's batched augmentation (per-sample parameters too), two views;
+    ``None`` if kornia is not installed."""
+    try:
+        import kornia.augmentation as K
+    except ImportError:
+        return None
+    ops: list[Any] = [
+        K.RandomResizedCrop(
+            (recipe.image_size, recipe.image_size), scale=recipe.crop_scale, ratio=recipe.crop_ratio
+        ),
+        K.RandomHorizontalFlip(p=recipe.flip_prob),
+    ]
+    if recipe.channels == 3:
+        jitter = (recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue)
+        ops.append(K.ColorJitter(*jitter, p=recipe.jitter_prob))
+        ops.append(K.RandomGrayscale(p=recipe.grayscale_prob))
+    else:  # kornia's saturation and hue need RGB; the grayscale recipe has neither
+        ops.append(K.ColorJitter(recipe.brightness, recipe.contrast, p=recipe.jitter_prob))
+    if recipe.blur_prob > 0:
+        size = recipe.blur_kernel_size
+        ops.append(K.RandomGaussianBlur((size, size), recipe.blur_sigma, p=recipe.blur_prob))
+    ops.append(K.Normalize(torch.tensor(recipe.mean), torch.tensor(recipe.std)))
+    augment = K.AugmentationSequential(*ops)
+
+    def views(images: torch.Tensor) -> torch.Tensor:
+        batch = images.float().div_(255)
+        return torch.stack([augment(batch), augment(batch)])
+
+    return views
+
+
+def time_batched(
+    images: torch.Tensor, views: Callable[[torch.Tensor], torch.Tensor], batches: int, repeats: int
+) -> float:
+    """Median seconds per batch of ``views`` over ``repeats`` passes of ``batches`` batches,
+    after a warm-up pass, in this process."""
     for b in range(batches):  # warm-up pass, as for the loaders
-        views(images[(b * BATCH) % len(images) :][:BATCH], generator)
+        views(images[(b * BATCH) % len(images) :][:BATCH])
     per_batch = []
     for _ in range(repeats):
         started = time.perf_counter()
         for b in range(batches):
-            chunk = images[(b * BATCH) % len(images) :][:BATCH]
-            views(chunk, generator)
+            views(images[(b * BATCH) % len(images) :][:BATCH])
         per_batch.append((time.perf_counter() - started) / batches)
     return statistics.median(per_batch)
 
@@ -116,13 +150,21 @@ def main() -> None:
 
     rows = []
     # Every batched figure first, so no DataLoader worker is still winding down meanwhile.
-    batched_seconds = {}
+    batched_seconds: dict[str, dict[str, float]] = {}
     for name in ("fashion_mnist", "cifar"):
         recipe = preset(name)
         count = BATCH * (args.batches * (args.repeats + 1) + 1)
         shape = (count, recipe.channels, recipe.image_size, recipe.image_size)
         images = torch.randint(0, 256, shape, dtype=torch.uint8)
-        batched_seconds[name] = time_batched(images, recipe, args.batches, args.repeats)
+        generator = torch.Generator().manual_seed(0)
+        ours = functools.partial(BatchedViews(recipe), generator=generator)
+        batched_seconds[name] = {
+            "ours, batched": time_batched(images, ours, args.batches, args.repeats)
+        }
+        kornia = kornia_views(recipe)
+        if kornia is not None:
+            seconds = time_batched(images, kornia, args.batches, args.repeats)
+            batched_seconds[name]["kornia, batched (main process)"] = seconds
     for name in ("fashion_mnist", "cifar"):
         recipe = preset(name)
         count = BATCH * (args.batches * (args.repeats + 1) + 1)
@@ -140,7 +182,7 @@ def main() -> None:
             ),
             "lightly SimCLRTransform": (lightly_transform(recipe), True),
         }
-        seconds = {"ours, batched": batched_seconds[name]}
+        seconds = dict(batched_seconds[name])
         for label, (transform, pil) in pipelines.items():
             loader = DataLoader(
                 Images(images, transform, pil),
