@@ -4,7 +4,7 @@ Runs the real pipeline (Hydra config -> contrastive.train.build -> Lightning fit
 synthetic images of each case's shape, so it needs no dataset. Prints a markdown table.
 
     python scripts/bench_throughput.py                 # CPU cases
-    python scripts/bench_throughput.py --device gpu    # GPU cases (bf16-mixed, channels_last)
+    python scripts/bench_throughput.py --device gpu    # GPU cases (bf16-mixed, channels_last, compile)
 """
 
 from __future__ import annotations
@@ -55,6 +55,12 @@ CASES: dict[str, dict[str, list[str]]] = {
             *CIFAR,
             "trainer=gpu",
             "model.channels_last=true",
+        ],
+        "cifar resnet18-small b512 bf16 channels_last compile": [
+            *CIFAR,
+            "trainer=gpu",
+            "model.channels_last=true",
+            "model.compile=true",
         ],
     },
 }
