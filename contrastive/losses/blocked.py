@@ -22,10 +22,25 @@ rounding: 1e-9 relative in float64 in the tests).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+
+class _Saved(NamedTuple):
+    """What the forward pass keeps for the backward pass: O((A + C) D), no (A, C) tensor."""
+
+    anchors: Tensor  # (A, D), L2-normalised
+    candidates: Tensor  # (C, D), L2-normalised
+    anchor_ids: Tensor  # (A,) labels as 0 .. L-1
+    candidate_ids: Tensor  # (C,)
+    has_self: Tensor  # (A,) bool: the anchor is among the candidates
+    safe_self: Tensor  # (A,) its column (clamped into range where it is not)
+    self_positive: Tensor  # (A,) bool: that column carries the anchor's label
+    num_positives: Tensor  # (A,) |P(i)|
+    positive_sums: Tensor  # (A, D) the sum of each anchor's positives
+    log_denominator: Tensor  # (A,) log-sum-exp over the non-self candidates
 
 
 def _label_ids(anchor_labels: Tensor, candidate_labels: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -98,16 +113,18 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         losses = log_denominator - positive_mean
 
         ctx.save_for_backward(
-            anchors,
-            candidates,
-            anchor_ids,
-            candidate_ids,
-            has_self,
-            safe_self,
-            self_positive,
-            num_positives,
-            positive_sums,
-            log_denominator,
+            *_Saved(
+                anchors,
+                candidates,
+                anchor_ids,
+                candidate_ids,
+                has_self,
+                safe_self,
+                self_positive,
+                num_positives,
+                positive_sums,
+                log_denominator,
+            )
         )
         ctx.temperature, ctx.block_size, ctx.num_labels = temperature, block_size, num_labels
         ctx.mark_non_differentiable(num_positives)
@@ -115,18 +132,8 @@ class BlockedContrastiveLosses(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_losses: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        (
-            anchors,
-            candidates,
-            anchor_ids,
-            candidate_ids,
-            has_self,
-            safe_self,
-            self_positive,
-            num_positives,
-            positive_sums,
-            log_denominator,
-        ) = ctx.saved_tensors
+        saved = _Saved(*ctx.saved_tensors)
+        anchors, candidates, safe_self = saved.anchors, saved.candidates, saved.safe_self
         temperature, block_size = ctx.temperature, ctx.block_size
         weight = grad_losses / temperature  # (A,): d loss / d (a_i . c_k) = weight_i * dl/ds
         scaled = anchors / temperature
@@ -137,23 +144,24 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         buffer = anchors.new_empty(min(block_size, anchors.shape[0]), candidates.shape[0])
         for start in range(0, anchors.shape[0], block_size):
             rows = slice(start, start + block_size)
-            block_self = has_self[rows].nonzero().squeeze(1)
+            block_self = saved.has_self[rows].nonzero().squeeze(1)
             self_columns = safe_self[rows][block_self]
             probabilities = BlockedContrastiveLosses._scaled_block(
                 buffer, scaled[rows], candidates, block_self, self_columns
             )
-            probabilities.sub_(log_denominator[rows, None]).exp_()
+            probabilities.sub_(saved.log_denominator[rows, None]).exp_()
             probabilities[block_self, self_columns] = 0.0  # also when self is the only column
             torch.mm(probabilities, candidates, out=grad_anchors[rows])
             grad_anchors[rows] *= weight[rows, None]
             grad_candidates.addmm_(probabilities.T, anchors[rows] * weight[rows, None])
 
         # Positive part: -weight_i / |P(i)| for every positive pair (i, k), by label sums.
-        positive_weight = weight / num_positives.clamp(min=1)  # (A,)
-        grad_anchors -= positive_weight[:, None] * positive_sums
+        positive_weight = weight / saved.num_positives.clamp(min=1)  # (A,)
+        grad_anchors -= positive_weight[:, None] * saved.positive_sums
         weighted = positive_weight[:, None] * anchors  # (A, D)
         anchor_sums = anchors.new_zeros(ctx.num_labels, anchors.shape[1])
-        anchor_sums.index_add_(0, anchor_ids, weighted)  # (L, D)
-        grad_candidates -= anchor_sums[candidate_ids]
+        anchor_sums.index_add_(0, saved.anchor_ids, weighted)  # (L, D)
+        grad_candidates -= anchor_sums[saved.candidate_ids]
+        self_positive = saved.self_positive
         grad_candidates.index_add_(0, safe_self[self_positive], weighted[self_positive])
         return grad_anchors, grad_candidates, None, None, None, None, None
