@@ -194,3 +194,9 @@ def load_teacher(
     info["head"] = {k: v for k, v in payload.items() if k != "state_dict"}
     info["head"]["path"] = str(head_file)
     return backbone, head.eval(), info
+
+
+def trusts_checkpoints(cfg: Any) -> bool:
+    """A job config's ``trust_checkpoint`` (default false): whether its checkpoints may run
+    code when loaded (``torch.load(weights_only=False)``)."""
+    return bool(cfg.get("trust_checkpoint", False))

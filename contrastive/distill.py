@@ -26,7 +26,13 @@ from torch import nn
 
 from contrastive import distributed
 from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
-from contrastive.checkpoints import PROBE_HEAD_FILE, load_pretrained, load_teacher, save_probe_head
+from contrastive.checkpoints import (
+    PROBE_HEAD_FILE,
+    load_pretrained,
+    load_teacher,
+    save_probe_head,
+    trusts_checkpoints,
+)
 from contrastive.errors import ConfigError
 from contrastive.evaluate import check_data, train_probe
 from contrastive.methods.distillation import (
@@ -108,7 +114,7 @@ def _student_files(
 
 
 def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[str, Any], Any]:
-    backbone, head, info = load_teacher(cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False)))
+    backbone, head, info = load_teacher(cfg.teacher, trust=trusts_checkpoints(cfg))
     check_data(datamodule, backbone, info, cfg)
     _check_head(info, cfg, datamodule)
     recipe = ViewRecipe(**info["recipe"])
@@ -179,13 +185,9 @@ def _representation(
 ) -> tuple[dict[str, Any], Any]:
     # A probe run (its head's test accuracy is shown for comparison) or a pretraining run.
     if (Path(cfg.teacher) / PROBE_HEAD_FILE).is_file():
-        backbone, _, info = load_teacher(
-            cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False))
-        )
+        backbone, _, info = load_teacher(cfg.teacher, trust=trusts_checkpoints(cfg))
     else:
-        backbone, info = load_pretrained(
-            cfg.teacher, trust=bool(cfg.get("trust_checkpoint", False))
-        )
+        backbone, info = load_pretrained(cfg.teacher, trust=trusts_checkpoints(cfg))
     check_data(datamodule, backbone, info, cfg)
     logger = build_logger(cfg, info)
     recipe = ViewRecipe(**info["recipe"])

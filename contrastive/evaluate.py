@@ -25,7 +25,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
 from contrastive.callbacks.knn import knn_top1
-from contrastive.checkpoints import PROBE_HEAD_FILE, load_pretrained, save_probe_head
+from contrastive.checkpoints import (
+    PROBE_HEAD_FILE,
+    load_pretrained,
+    save_probe_head,
+    trusts_checkpoints,
+)
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
 from contrastive.train import build_logger, finish_job, provenance
@@ -150,9 +155,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
     if cfg.pretrained == "pixels":
         backbone, info = pixel_backbone(datamodule)
     else:
-        backbone, info = load_pretrained(
-            cfg.pretrained, trust=bool(cfg.get("trust_checkpoint", False))
-        )
+        backbone, info = load_pretrained(cfg.pretrained, trust=trusts_checkpoints(cfg))
     recipe = ViewRecipe(**info["recipe"])
     check_data(datamodule, backbone, info, cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg, info), callbacks=[])
@@ -217,7 +220,7 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
     as ``knn/test_top1``."""
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
-    backbone, info = load_pretrained(cfg.pretrained, trust=bool(cfg.get("trust_checkpoint", False)))
+    backbone, info = load_pretrained(cfg.pretrained, trust=trusts_checkpoints(cfg))
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()
     check_data(datamodule, backbone, info, cfg)

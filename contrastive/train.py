@@ -25,7 +25,7 @@ from contrastive import distributed
 from contrastive.atomic import AtomicCheckpointIO
 from contrastive.backbones import in_channels, save_backbone
 from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
-from contrastive.checkpoints import checkpoint_problem, read_checkpoint
+from contrastive.checkpoints import checkpoint_problem, read_checkpoint, trusts_checkpoints
 from contrastive.errors import ConfigError, Preempted
 from contrastive.methods import SimCLR
 
@@ -376,7 +376,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
     checkpoint = resume_path(cfg)
-    trust = bool(cfg.get("trust_checkpoint", False))
+    trust = trusts_checkpoints(cfg)
     run_id = None
     if checkpoint is not None:  # refuses, with a message, a pickle that needs code
         # resume_path has CRC-checked the file already: no second full read here.
