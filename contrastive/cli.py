@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from contrastive import schema
@@ -45,6 +47,22 @@ USER_ERRORS = (
     InstantiationException,
     MissingMandatoryValue,
 )
+
+
+def compose_job(run_dir: str | Path, config_name: str, *overrides: str) -> DictConfig:
+    """``config_name`` composed with ``overrides`` as its entry point would compose it, for
+    running a job in-process (tests, benchmarks): output directory ``run_dir``, HydraConfig
+    set (so ``${hydra:...}`` resolves), and no ``hydra`` node left in the task's config."""
+    GlobalHydra.instance().clear()
+    with hydra.initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = hydra.compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.output_dir = str(run_dir)
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
 
 
 def _user_error_message(error: BaseException) -> str:

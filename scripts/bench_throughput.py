@@ -13,12 +13,10 @@ import argparse
 import statistics
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from contrastive.callbacks import ViewThroughput
-from contrastive.cli import CONF_DIR
+from contrastive.cli import compose_job
 from contrastive.train import build
 
 COMMON = [
@@ -67,17 +65,10 @@ CASES: dict[str, dict[str, list[str]]] = {
 
 
 def measure(overrides: list[str], steps: int, warmup: int, output_dir: str) -> tuple[float, float]:
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("pretrain", overrides=[*COMMON, *overrides], return_hydra_config=True)
-    batch = cfg.data.batch_size
+    cfg = compose_job(output_dir, "pretrain", *COMMON, *overrides)
     with open_dict(cfg):
-        cfg.output_dir = output_dir
-        cfg.hydra.runtime.output_dir = output_dir
-        cfg.data.num_samples = batch * (steps + warmup)
+        cfg.data.num_samples = cfg.data.batch_size * (steps + warmup)
         cfg.trainer.max_epochs = 1
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
     datamodule, model, callbacks, trainer = build(cfg)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

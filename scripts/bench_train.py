@@ -69,32 +69,18 @@ def views_per_second(times: list[float], warmup: int) -> float:
 
 
 def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> float:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from contrastive import schema
+    from contrastive.cli import compose_job
     from contrastive.train import build
 
-    schema.register()  # the typed schemas conf/ refers to, as the entry points do
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "pretrain",
-            overrides=[
-                "logger=none",
-                f"trainer.max_steps={steps}",
-                "trainer.enable_progress_bar=false",
-                "trainer.enable_model_summary=false",
-                "trainer.limit_val_batches=0",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    with open_dict(cfg):
-        cfg.output_dir = cfg.hydra.runtime.output_dir = run_dir
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
+    overrides = [
+        "logger=none",
+        f"trainer.max_steps={steps}",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "trainer.limit_val_batches=0",
+        *overrides,
+    ]
+    cfg = compose_job(run_dir, "pretrain", *overrides)
     datamodule, model, _, trainer = build(cfg)
     timer = step_timer()
     trainer.callbacks.append(timer)

@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 import pytorch_lightning as pl
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from contrastive.cli import CONF_DIR
+from contrastive.cli import CONF_DIR, compose_job
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 needs_fashion_mnist = pytest.mark.skipif(
@@ -42,25 +40,10 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
     def _compose(*overrides: str, config_name: str = "pretrain") -> DictConfig:
-        return compose_in(tmp_path, config_name, *overrides)
+        return compose_job(tmp_path, config_name, *overrides)
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-def compose_in(run_dir: Path, config_name: str, *overrides: str) -> DictConfig:
-    """Compose ``config_name`` with ``overrides`` as the entry point would, with output
-    directory ``run_dir`` and HydraConfig set as in a real run."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.output_dir = str(run_dir)
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra  # as in a real run: the task sees no `hydra` node
-    return cfg
 
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
@@ -69,8 +52,8 @@ QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=fals
 def run_job_in(
     run_dir: Path, job: Callable[[DictConfig], dict[str, Any]], config_name: str, *overrides: str
 ) -> dict[str, Any]:
-    """Run ``job`` on :func:`compose_in`'s config."""
-    cfg = compose_in(run_dir, config_name, *overrides)
+    """Run ``job`` on :func:`contrastive.cli.compose_job`'s config."""
+    cfg = compose_job(run_dir, config_name, *overrides)
     try:
         return job(cfg)
     finally:

@@ -361,9 +361,9 @@ def test_a_nan_metric_never_becomes_the_best_checkpoint(tmp_path: Path) -> None:
         directory = tmp_path / name
         checkpoint = kind(dirpath=directory, monitor="val/knn_top1", mode="max", save_top_k=1)
         cfg_overrides = [*JOB, "data.num_workers=0", "~callbacks.knn", "~callbacks.checkpoint"]
-        from tests.conftest import compose_in
+        from contrastive.cli import compose_job
 
-        cfg = compose_in(
+        cfg = compose_job(
             tmp_path / f"{name}-run", "pretrain", *cfg_overrides, "trainer.max_epochs=1"
         )
         from contrastive.train import build
