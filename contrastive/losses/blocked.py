@@ -22,6 +22,7 @@ rounding: 1e-9 relative in float64 in the tests).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -52,26 +53,36 @@ def _label_ids(anchor_labels: Tensor, candidate_labels: Tensor) -> tuple[Tensor,
     return inverse[:num_anchors], inverse[num_anchors:], unique.shape[0]
 
 
+def _blocks(
+    scaled_anchors: Tensor,
+    candidates: Tensor,
+    has_self: Tensor,
+    safe_self: Tensor,
+    block_size: int,
+) -> Iterator[tuple[slice, Tensor, Tensor, Tensor]]:
+    """The anchors ``block_size`` rows at a time, as ``(rows, logits, self_rows,
+    self_columns)``: ``logits`` (rows, C) = ``a_i . c_k / T`` in one buffer reused for every
+    block (overwritten by the next), each anchor's self entry at the dtype's lowest value (a
+    finite "minus infinity", as in the dense path) and found at ``[self_rows, self_columns]``."""
+    num_anchors = scaled_anchors.shape[0]
+    buffer = scaled_anchors.new_empty(min(block_size, num_anchors), candidates.shape[0])
+    lowest = torch.finfo(buffer.dtype).min
+    for start in range(0, num_anchors, block_size):
+        rows = slice(start, start + block_size)
+        block = scaled_anchors[rows]
+        self_rows = has_self[rows].nonzero().squeeze(1)
+        self_columns = safe_self[rows][self_rows]
+        logits = buffer[: block.shape[0]]
+        torch.mm(block, candidates.T, out=logits)
+        logits[self_rows, self_columns] = lowest
+        yield rows, logits, self_rows, self_columns
+
+
 class BlockedContrastiveLosses(torch.autograd.Function):
     """``(losses (A,), num_positives (A,))`` of L2-normalised ``anchors`` (A, D) against
     ``candidates`` (C, D); differentiable in both embeddings (the second output is not).
 
     A ``self_index`` outside ``[0, C)`` means "this anchor is not among the candidates"."""
-
-    @staticmethod
-    def _scaled_block(
-        buffer: Tensor,
-        scaled_anchors: Tensor,
-        candidates: Tensor,
-        self_rows: Tensor,
-        self_columns: Tensor,
-    ) -> Tensor:
-        """``(rows, C)`` logits ``a_i . c_k / T`` in ``buffer``, self entries at the dtype's
-        lowest value (a finite "minus infinity", as in the dense path)."""
-        logits = buffer[: scaled_anchors.shape[0]]
-        torch.mm(scaled_anchors, candidates.T, out=logits)
-        logits[self_rows, self_columns] = torch.finfo(logits.dtype).min
-        return logits
 
     @staticmethod
     def forward(
@@ -100,13 +111,7 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         positive_mean = (scaled * positive_sums).sum(dim=1) / num_positives.clamp(min=1)
 
         log_denominator = anchors.new_empty(num_anchors)
-        buffer = anchors.new_empty(min(block_size, num_anchors), num_candidates)
-        for start in range(0, num_anchors, block_size):
-            rows = slice(start, start + block_size)
-            block_self = has_self[rows].nonzero().squeeze(1)
-            logits = BlockedContrastiveLosses._scaled_block(
-                buffer, scaled[rows], candidates, block_self, safe_self[rows][block_self]
-            )
+        for rows, logits, _, _ in _blocks(scaled, candidates, has_self, safe_self, block_size):
             row_max = logits.amax(dim=1, keepdim=True)  # stable log-sum-exp, in place
             row_sum = logits.sub_(row_max).exp_().sum(dim=1)
             log_denominator[rows] = row_max.squeeze(1) + row_sum.log()
@@ -141,16 +146,10 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         # Softmax part, block by block: p_ik = exp(s_ik / T - lse_i), self entries 0.
         grad_anchors = torch.empty_like(anchors)
         grad_candidates = torch.zeros_like(candidates)
-        buffer = anchors.new_empty(min(block_size, anchors.shape[0]), candidates.shape[0])
-        for start in range(0, anchors.shape[0], block_size):
-            rows = slice(start, start + block_size)
-            block_self = saved.has_self[rows].nonzero().squeeze(1)
-            self_columns = safe_self[rows][block_self]
-            probabilities = BlockedContrastiveLosses._scaled_block(
-                buffer, scaled[rows], candidates, block_self, self_columns
-            )
+        blocks = _blocks(scaled, candidates, saved.has_self, safe_self, block_size)
+        for rows, probabilities, self_rows, self_columns in blocks:
             probabilities.sub_(saved.log_denominator[rows, None]).exp_()
-            probabilities[block_self, self_columns] = 0.0  # also when self is the only column
+            probabilities[self_rows, self_columns] = 0.0  # also when self is the only column
             torch.mm(probabilities, candidates, out=grad_anchors[rows])
             grad_anchors[rows] *= weight[rows, None]
             grad_candidates.addmm_(probabilities.T, anchors[rows] * weight[rows, None])
