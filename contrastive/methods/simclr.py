@@ -85,8 +85,7 @@ class SimCLR(pl.LightningModule):
                 f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
                 f"got {compile_mode!r}"
             )
-        self.compiled = bool(compile)
-        if self.compiled:
+        if compile:
             mode = None if compile_mode == "default" else compile_mode
             self.backbone.compile(mode=mode)
             self.projection_head.compile(mode=mode)

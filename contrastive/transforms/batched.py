@@ -126,8 +126,8 @@ def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
     torchvision's ``adjust_hue`` (RGB -> HSV, shift H, HSV -> RGB) without materialising
     HSV: with ``v = max``, chroma ``c = max - min`` and the hue in sixths ``h6``, channel
     ``n`` (5 for red, 3 for green, 1 for blue) is ``v - c * clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (n + h6) mod 6`` (``min(k, 4 - k) = 2 - |k - 2|``), the closed form of the six-sector table. Grey pixels
-    (``c = 0``) come back unchanged whatever their hue.
+    with ``k = (n + h6) mod 6`` (``min(k, 4 - k) = 2 - |k - 2|``), the closed form of the
+    six-sector table. Grey pixels (``c = 0``) come back unchanged whatever their hue.
     """
     red, green, blue = images.unbind(dim=1)
     value = images.amax(dim=1, keepdim=True)  # (B, 1, H, W)
@@ -169,11 +169,7 @@ def color_jitter(
     # One new tensor, then everything in place: _blend(x, y, f) = f x + (1 - f) y is
     # x.lerp_(y, 1 - f).
     images = (images * brightness.view(view)).clamp_(0, 1)
-    if images.shape[1] == 3:  # mean luma = luma of the channel means
-        luma = torch.tensor(_LUMA, device=images.device, dtype=images.dtype)
-        mean = (images.mean(dim=(2, 3)) @ luma).view(view)  # (B, 1, 1, 1)
-    else:
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    mean = grayscale(images.mean(dim=(2, 3), keepdim=True))  # mean luma, (B, 1, 1, 1)
     images.lerp_(mean.expand_as(images), (1 - contrast).view(view)).clamp_(0, 1)
     if images.shape[1] == 3:
         gray = grayscale(images).expand_as(images)
