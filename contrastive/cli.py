@@ -12,7 +12,7 @@ import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from contrastive import schema
@@ -29,8 +29,17 @@ def _conf_dir() -> str:
     raise FileNotFoundError(f"contrastive's conf/ folder is missing (looked beside {package})")
 
 
+def _submitit_signal() -> str:
+    from contrastive.callbacks.preemption import submitit_signal
+
+    return submitit_signal()
+
+
 CONF_DIR = _conf_dir()
 schema.register()  # the typed schemas conf/ refers to (/schema/<name>)
+# ${submitit_signal:}: the signal submitit warns a job with (SIGUSR2 unless
+# SUBMITIT_PREEMPT_SIGNAL says otherwise), for callbacks.preemption.signals
+OmegaConf.register_new_resolver("submitit_signal", _submitit_signal, replace=True)
 # SimCLR makes its views in LightningModule.on_after_batch_transfer on purpose; Lightning
 # notes at every fit that the module's hook wins over the datamodule's.
 warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
@@ -87,6 +96,8 @@ def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> flo
         raise SystemExit(3) from None
     except Preempted as stop:  # a checkpoint is written; exit 128 + signal (143: SIGTERM)
         print(str(stop), file=sys.stderr)
+        if stop.chain is not None:  # submitit's handler: it requeues the job and exits
+            stop.chain(stop.signum, None)
         raise SystemExit(stop.exit_code) from None
     value = metrics.get(cfg.get("optimized_metric", "val/knn_top1"))
     return float(value) if value is not None else None

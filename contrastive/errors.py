@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -11,19 +13,31 @@ class ConfigError(ValueError):
 
 
 class Preempted(Exception):
-    """Training stopped on a signal after writing a checkpoint; exit with :attr:`exit_code`."""
+    """Training stopped on a signal after writing a checkpoint; exit with :attr:`exit_code`,
+    after calling :attr:`chain` (the handler the process had for the signal before
+    training, such as submitit's requeue) when there is one."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None, requeued: str | None):
+    def __init__(
+        self,
+        signum: int,
+        step: int,
+        checkpoint: Path | None,
+        requeued: str | None,
+        chain: Callable[[int, Any], Any] | None = None,
+    ):
         self.signum = signum
         self.exit_code = 128 + signum
         self.checkpoint = checkpoint
+        self.chain = chain
         name = signal.Signals(signum).name
         where = f"wrote {checkpoint}" if checkpoint else "wrote no checkpoint (this process)"
-        then = (
-            f"requeued SLURM job {requeued}"
-            if requeued
-            else "rerun the same command (resume=auto) to continue"
-        )
+        if requeued:
+            then = f"requeued SLURM job {requeued}"
+        elif chain is not None:
+            handler = getattr(chain, "__qualname__", type(chain).__name__)
+            then = f"handing {name} on to the job's own handler ({handler})"
+        else:
+            then = "rerun the same command (resume=auto) to continue"
         super().__init__(f"stopped by {name} after step {step}: {where}; {then}")
 
 

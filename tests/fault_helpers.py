@@ -12,23 +12,55 @@ import torch
 
 
 class SignalAtStep(pl.Callback):
-    """``os.kill(own pid, signal)`` once, when ``global_step`` reaches ``step`` on ``rank``
-    (every rank when ``rank`` is ``None``)."""
+    """A real signal once, when ``global_step`` reaches ``step`` on ``rank`` (every rank
+    when ``rank`` is ``None``): at the end of a training batch, or of a validation batch
+    (``during="validation"``). ``group`` sends it to the whole process group, DataLoader
+    workers included, as a terminal's Ctrl-C does; else to this process only. With
+    ``marker`` (a file path) it is sent only if that file does not exist yet, and creates
+    it: a requeued job is not signalled again."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM", rank: int | None = None):
+    def __init__(
+        self,
+        step: int,
+        signal_name: str = "SIGTERM",
+        rank: int | None = None,
+        during: str = "train",
+        group: bool = False,
+        marker: str | None = None,
+    ):
         self.step = step
+        self.marker = marker  # sent once per run directory: not again after a requeue
         self.signum = signal.Signals[signal_name]
         self.rank = rank
+        self.during = during
+        self.group = group
         self.sent = False
+
+    def _send(self, trainer: pl.Trainer) -> None:
+        if self.sent or trainer.global_step < self.step:
+            return
+        if self.marker is not None and os.path.exists(self.marker):
+            return
+        if self.rank is None or trainer.global_rank == self.rank:
+            self.sent = True
+            if self.marker is not None:
+                open(self.marker, "w").close()
+            if self.group:
+                os.killpg(os.getpgid(0), self.signum)
+            else:
+                os.kill(os.getpid(), self.signum)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        if self.sent or trainer.global_step < self.step:
-            return
-        if self.rank is None or trainer.global_rank == self.rank:
-            self.sent = True
-            os.kill(os.getpid(), self.signum)
+        if self.during == "train":
+            self._send(trainer)
+
+    def on_validation_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        if self.during == "validation" and trainer.training is False and trainer.state.fn == "fit":
+            self._send(trainer)
 
 
 class WeightsAroundStep(pl.Callback):
@@ -79,3 +111,20 @@ class TouchOnLoad:
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return (os.mknod, (self.path,))
+
+
+class HandlerOfItsOwn(pl.Callback):
+    """At ``setup`` (before :class:`contrastive.callbacks.Preemption` looks), a handler for
+    ``signal_name`` that appends the signal's number to ``path``: a stand-in for the one
+    submitit installs at job start."""
+
+    def __init__(self, signal_name: str, path: str) -> None:
+        self.signum = signal.Signals[signal_name]
+        self.path = path
+
+    def _record(self, signum: int, frame: Any) -> None:
+        with open(self.path, "a") as file:
+            file.write(f"{signum}\n")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        signal.signal(self.signum, self._record)

@@ -41,12 +41,21 @@ JOB = [
 WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
 
 
-def signal_at(step: int, name: str = "SIGTERM", rank: int | None = None) -> list[str]:
+def signal_at(
+    step: int,
+    name: str = "SIGTERM",
+    rank: int | None = None,
+    during: str = "train",
+    group: bool = False,
+) -> list[str]:
+    """Overrides that add :class:`tests.fault_helpers.SignalAtStep` to a job."""
     return [
         "+callbacks.signal._target_=tests.fault_helpers.SignalAtStep",
         f"+callbacks.signal.step={step}",
         f"+callbacks.signal.signal_name={name}",
         f"+callbacks.signal.rank={'null' if rank is None else rank}",
+        f"+callbacks.signal.during={during}",
+        f"+callbacks.signal.group={str(group).lower()}",
     ]
 
 
@@ -62,7 +71,13 @@ def pretrain_process(
     command += [*job, *overrides, f"hydra.run.dir={run_dir}"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        command, cwd=run_dir.parent, env=environment, capture_output=True, text=True, timeout=280
+        command,
+        cwd=run_dir.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        start_new_session=True,  # its own process group, for signals sent to the group
     )
 
 
@@ -101,13 +116,16 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [where]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("straight") / "run"
-    run_dir.parent.mkdir(exist_ok=True)
-    result = pretrain_process(run_dir)
+def finished_run(run_dir: Path, job: Sequence[str] = JOB) -> Path:
+    """``run_dir`` after ``job`` ran there uninterrupted."""
+    result = pretrain_process(run_dir, job=job)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return finished_run(tmp_path_factory.mktemp("straight") / "run")
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +169,174 @@ def test_resume_after_a_sigterm_at_an_epoch_end_is_bit_identical(
     assert_resumes_exactly(uninterrupted, run_dir)
 
 
-def assert_resumes_exactly(uninterrupted: Path, run_dir: Path, *overrides: str) -> None:
-    result = pretrain_process(run_dir, *overrides)  # the same command; resume=auto: default
+def test_sigusr2_checkpoints_at_the_step_and_exits_140(tmp_path: Path) -> None:
+    """submitit's warning signal, in a process without submitit's handler."""
+    run_dir = tmp_path / "run"
+    result = pretrain_process(run_dir, *signal_at(5, "SIGUSR2"), "trainer.max_epochs=1")
+    assert result.returncode == 128 + signal.SIGUSR2, result.stderr[-3000:]
+    assert "stopped by SIGUSR2 after step 6" in result.stderr
+    assert "rerun the same command" in result.stderr and "Traceback" not in result.stderr
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_ctrl_c_to_the_process_group_checkpoints_and_resumes_exactly(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """SIGINT to the job's whole process group, as a terminal's Ctrl-C sends it, DataLoader
+    workers included (two of them): the step finishes, last.ckpt is written, exit 130."""
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(5, "SIGINT", group=True))
+    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr[-3000:]
+    assert "stopped by SIGINT after step 6" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert_resumes_exactly(uninterrupted, run_dir)
+
+
+def test_a_second_ctrl_c_stops_at_once() -> None:
+    from contrastive.callbacks import Preemption
+
+    preemption = Preemption()
+    preemption._handle(signal.SIGINT, None)
+    assert preemption.received == signal.SIGINT  # the first: finish the step
+    with pytest.raises(KeyboardInterrupt):
+        preemption._handle(signal.SIGINT, None)
+    with pytest.raises(ValueError, match=r"unknown signal\(s\) \['SIGKILL'\]; choose from"):
+        Preemption(signals=["SIGTERM", "SIGKILL"])
+
+
+def test_timed_checkpoints_replace_each_other_and_survive_sigkill(tmp_path: Path) -> None:
+    """train_time_interval=0: a save at every step end, each replacing the last. SIGKILL
+    sent in step 9's batch-end hooks, before the checkpoint callback's turn, leaves step
+    8's."""
+    run_dir = tmp_path / "run"
+    every_step = ["callbacks.last_checkpoint.train_time_interval.minutes=0"]
+    killed = pretrain_process(run_dir, *every_step, *signal_at(9, "SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("killed_after", "saved_at"), [(7, 5), (16, 15), (23, 20)])
+def test_sigkill_at_any_step_resumes_exactly_from_the_last_step_checkpoint(
+    uninterrupted: Path, tmp_path: Path, killed_after: int, saved_at: int
+) -> None:
+    every_5 = [
+        "callbacks.last_checkpoint.train_time_interval=null",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+    ]
+    run_dir = tmp_path / "run"
+    killed = pretrain_process(run_dir, *every_5, *signal_at(killed_after, "SIGKILL"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == saved_at
+    assert_resumes_exactly(uninterrupted, run_dir, *every_5)
+
+
+LIMITED_JOB = [*JOB, "trainer.limit_train_batches=10"]  # 2 epochs of 10 steps (of 16)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_limited(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return finished_run(tmp_path_factory.mktemp("limited") / "run", LIMITED_JOB)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sent_after", "stopped_after"), [(9, 10), (10, 10), (14, 15)])
+def test_a_stop_in_an_epoch_cut_by_limit_train_batches_resumes_exactly(
+    uninterrupted_limited: Path, tmp_path: Path, sent_after: int, stopped_after: int
+) -> None:
+    """Noticed on the cut epoch's last step (10) or sent there, the stop waits for the
+    epoch's end; in the second epoch, it is at the next step."""
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(sent_after), job=LIMITED_JOB)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"stopped by SIGTERM after step {stopped_after}" in stopped.stderr
+    assert_resumes_exactly(uninterrupted_limited, run_dir, job=LIMITED_JOB, steps=20)
+
+
+@pytest.mark.slow
+def test_negative_control_a_sampler_blind_to_the_limit_diverges(
+    uninterrupted_limited: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut-epoch resume with the sampler judging "epoch done" without the limit (the
+    old defect): the resumed run must differ, so the test above can fail."""
+    from contrastive.data import ImageDataModule
+
+    run_dir = tmp_path / "run"
+    assert pretrain_process(run_dir, *signal_at(10), job=LIMITED_JOB).returncode == 143
+    real_sampler = ImageDataModule.train_sampler
+
+    def blind_sampler(self: ImageDataModule) -> Any:
+        real_batches = self.train_batches
+        self.train_batches = lambda world=1, limit=None: real_batches(world)  # type: ignore[method-assign]
+        try:
+            return real_sampler(self)
+        finally:
+            del self.train_batches
+
+    monkeypatch.setattr(ImageDataModule, "train_sampler", blind_sampler)
+    run_job_in(run_dir, pretrain, "pretrain", *LIMITED_JOB)
+    expected = training_state(uninterrupted_limited / "checkpoints" / "last.ckpt")
+    resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
+    # It replays the rest of epoch 0 (6 batches) as epoch 1: fewer steps, other weights.
+    assert resumed["global_step"] == 16 and expected["global_step"] == 20
+    assert any(d.startswith(".state_dict") for d in differences(expected, resumed))
+
+
+MAX_STEPS_JOB = [*JOB, "trainer.max_steps=20"]  # ends 4 steps into the second epoch
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sent_after", "stopped_after"), [(8, 9), (19, 20)])
+def test_a_stop_under_max_steps_resumes_exactly(
+    tmp_path: Path, sent_after: int, stopped_after: int
+) -> None:
+    straight = finished_run(tmp_path / "straight", MAX_STEPS_JOB)
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(sent_after), job=MAX_STEPS_JOB)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"after step {stopped_after}" in stopped.stderr
+    assert_resumes_exactly(straight, run_dir, job=MAX_STEPS_JOB, steps=20)
+
+
+VALIDATED_JOB = [*JOB, "trainer.check_val_every_n_epoch=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sent_at", [16, 32])  # in the first and in the last validation
+def test_a_signal_during_validation_stops_at_the_epoch_end_and_resumes_exactly(
+    tmp_path: Path, sent_at: int
+) -> None:
+    straight = finished_run(tmp_path / "straight", VALIDATED_JOB)
+    run_dir = tmp_path / "run"
+    during = signal_at(sent_at, during="validation")
+    stopped = pretrain_process(run_dir, *during, job=VALIDATED_JOB)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert f"stopped by SIGTERM after step {sent_at}" in stopped.stderr
+    assert_resumes_exactly(straight, run_dir, job=VALIDATED_JOB)
+
+
+def assert_resumes_exactly(
+    uninterrupted: Path,
+    run_dir: Path,
+    *overrides: str,
+    job: Sequence[str] = JOB,
+    steps: int = 32,
+) -> subprocess.CompletedProcess[str]:
+    """Rerun the stopped job in ``run_dir`` (the same command; ``resume=auto`` is the
+    default) and check that it ends as the ``uninterrupted`` run did, bit for bit."""
+    result = pretrain_process(run_dir, *overrides, job=job)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_training(uninterrupted, run_dir, steps)
+    return result
+
+
+def assert_same_training(uninterrupted: Path, run_dir: Path, steps: int) -> None:
+    """Both run directories end with the same training state and ``backbone.pt``."""
     expected = training_state(uninterrupted / "checkpoints" / "last.ckpt")
     resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
-    assert expected["global_step"] == 32
+    assert expected["global_step"] == steps
     assert differences(expected, resumed) == []
     backbone = torch.load(uninterrupted / "backbone.pt", weights_only=True)["state_dict"]
     assert (
@@ -204,6 +384,31 @@ def test_sigusr1_checkpoints_and_requeues_the_slurm_job(tmp_path: Path) -> None:
     assert "stopped by SIGUSR1 after step 6" in result.stderr
     assert "requeued SLURM job 4242" in result.stderr
     assert (tmp_path / "bin" / "calls.txt").read_text().split() == ["requeue", "4242"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+
+
+def test_a_handler_of_the_jobs_own_is_called_after_the_checkpoint_instead_of_a_requeue(
+    tmp_path: Path,
+) -> None:
+    """Under submitit the process has its own handler for the warning signal (which
+    requeues): after the checkpoint it is called once, and scontrol is not run."""
+    env = {**fake_scontrol(tmp_path / "bin"), "SLURM_JOB_ID": "4242"}
+    calls = tmp_path / "handler.txt"
+    own = [
+        "+callbacks.own._target_=tests.fault_helpers.HandlerOfItsOwn",
+        "+callbacks.own.signal_name=SIGUSR1",
+        f"+callbacks.own.path={calls}",
+    ]
+    run_dir = tmp_path / "run"
+    result = pretrain_process(
+        run_dir, *own, *signal_at(5, "SIGUSR1"), "trainer.max_epochs=1", env=env
+    )
+    assert result.returncode == 128 + signal.SIGUSR1, result.stderr[-3000:]
+    assert (
+        "after step 6" in result.stderr and "handing SIGUSR1 on to the job's own" in result.stderr
+    )
+    assert calls.read_text().split() == [str(int(signal.SIGUSR1))]
+    assert not (tmp_path / "bin" / "calls.txt").exists()  # no second requeue
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
 
 

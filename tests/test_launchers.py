@@ -101,3 +101,29 @@ def test_submitit_slurm_job_has_the_configured_resources(
         "#SBATCH --signal=USR2@120",
     ):
         assert line in sbatch, sbatch
+
+
+@pytest.mark.parametrize(
+    ("preempt_signal", "caught"),
+    [(None, "SIGUSR2"), ("USR1", None)],
+)
+def test_preemption_catches_the_signal_submitit_warns_with(
+    preempt_signal: str | None, caught: str | None
+) -> None:
+    """callbacks.preemption.signals takes submitit's signal (SUBMITIT_PREEMPT_SIGNAL,
+    read by submitit at import) through ${submitit_signal:}; a repeat is dropped."""
+    code = (
+        "from hydra.utils import instantiate\n"
+        "from contrastive.cli import compose_job\n"
+        "cfg = compose_job('run', 'pretrain')\n"
+        "print(' '.join(s.name for s in instantiate(cfg.callbacks.preemption).signals))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SUBMITIT_PREEMPT_SIGNAL"}
+    if preempt_signal is not None:
+        env["SUBMITIT_PREEMPT_SIGNAL"] = preempt_signal
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = ["SIGTERM", "SIGINT", "SIGUSR1"] + ([caught] if caught else [])
+    assert result.stdout.split() == expected

@@ -1,11 +1,22 @@
 """Stopping on a signal without losing work, and resuming bit for bit.
 
-:class:`Preemption` turns SIGTERM (what schedulers, ``kill`` and Kubernetes send) and
-SIGUSR1 (SLURM's ``--signal=USR1@<seconds>`` warning) into: finish the current step, write
-``last.ckpt``, requeue the SLURM job if there is one, exit with ``128 + signal``. Its
-handler only sets a flag; the ranks agree on the flag after every step (one all-reduce of
-one number), so a signal to any one process stops all of them at the same step, with no
-collective inside a signal handler and no hang.
+:class:`Preemption` turns SIGTERM (what schedulers, ``kill`` and Kubernetes send), SIGINT
+(Ctrl-C, and what submitit's local executor sends to cancel a job), SIGUSR1 (SLURM's
+``--signal=USR1@<seconds>`` warning) and submitit's warning signal (SIGUSR2 unless
+``SUBMITIT_PREEMPT_SIGNAL`` says otherwise, see :func:`submitit_signal`) into: finish the
+current step, write ``last.ckpt``, then exit with ``128 + signal``. Its handler only sets
+a flag; the ranks agree on the flag after every step (one all-reduce of one number), so a
+signal to any one process stops all of them at the same step, with no collective inside a
+signal handler and no hang. A signal on an epoch's last step stops at that epoch's end,
+after validation, so the checkpoint is an epoch-end one.
+
+After the checkpoint, rank 0 hands the signal on to the handler the process had before
+training started, if it had one of its own: submitit installs
+``SignalHandler.checkpoint_and_try_requeue`` for its warning signal at job start, and that
+requeues the job (``scontrol requeue`` on SLURM, exit code 144 for the local executor).
+Without such a handler, a SLURM job (``SLURM_JOB_ID`` set) is requeued here for the
+``requeue`` signals, so a job is never requeued twice. A second SIGINT while the step
+finishes raises ``KeyboardInterrupt`` at once, as a second Ctrl-C should.
 
 :class:`RNGStates` puts the global RNG states (python, numpy, torch, CUDA) in every
 checkpoint and restores them when training resumes. With the sampler's epoch-seeded order
@@ -23,20 +34,40 @@ import re
 import signal
 import subprocess
 import threading
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 
 from contrastive import distributed
+from contrastive.callbacks.checkpoint import ends_epoch, last_checkpoint_path
 from contrastive.errors import Preempted
 
 log = logging.getLogger(__name__)
 
-SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGUSR1": signal.SIGUSR1}
+# The signals a job can be asked to stop on (SIGKILL and SIGSTOP cannot be caught).
+SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2")
+
+
+def submitit_signal() -> str:
+    """The signal submitit warns a job with before its time limit and on preemption
+    (``JobEnvironment.USR_SIG``, set by ``SUBMITIT_PREEMPT_SIGNAL``, default ``USR2``), as a
+    name such as ``SIGUSR2``; what ``${submitit_signal:}`` gives the configs, so the
+    signals Preemption catches follow submitit's.
+
+    Examples:
+        >>> submitit_signal() in SIGNALS
+        True
+    """
+    try:
+        from submitit import JobEnvironment
+
+        name = str(JobEnvironment.USR_SIG)
+    except ImportError:  # the same rule as submitit's, without it
+        name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return name if name.startswith("SIG") else f"SIG{name}"
 
 
 def slurm_job_id(env: dict[str, str] | None = None) -> str | None:
@@ -65,41 +96,48 @@ def requeue_slurm_job(job_id: str) -> bool:
     return True
 
 
-def last_checkpoint_path(trainer: pl.Trainer) -> Path:
-    """Where ``resume=auto`` looks: the ``save_last`` checkpoint callback's ``last.ckpt``,
-    else ``<default_root_dir>/checkpoints/last.ckpt``."""
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
-            return Path(callback.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
-    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-
-
 class Preemption(pl.Callback):
-    """On SIGTERM or SIGUSR1: finish the step, write ``last.ckpt``, requeue, stop.
+    """On a stop signal: finish the step, write ``last.ckpt``, hand on or requeue, stop.
 
     Args:
-        signals: the signal names to catch (``SIGTERM``, ``SIGUSR1``).
+        signals: the signal names to catch, from :data:`SIGNALS` (repeats are ignored).
         requeue: under SLURM (``SLURM_JOB_ID`` set), issue ``scontrol requeue`` on rank 0
-            after the checkpoint is written, for these signals.
+            after the checkpoint is written, for these signals, unless the process had a
+            handler of its own for the signal (submitit's), which then requeues instead.
     """
 
     def __init__(
         self,
-        signals: tuple[str, ...] | list[str] = ("SIGTERM", "SIGUSR1"),
-        requeue: tuple[str, ...] | list[str] = ("SIGUSR1",),
+        signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+        requeue: Sequence[str] = ("SIGUSR1",),
     ) -> None:
         unknown = sorted((set(signals) | set(requeue)) - set(SIGNALS))
         if unknown:
-            raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
-        self.signals = [SIGNALS[name] for name in signals]
-        self.requeue = {SIGNALS[name] for name in requeue}
+            raise ValueError(f"unknown signal(s) {unknown}; choose from {list(SIGNALS)}")
+        self.signals = list(dict.fromkeys(signal.Signals[name] for name in signals))
+        self.requeue = {signal.Signals[name] for name in requeue}
         self.received = 0
         self._previous: dict[int, Any] = {}
+        self._chained: dict[int, Callable[[int, Any], Any]] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         # Only a flag: the step in progress finishes, and the ranks agree after it.
+        if signum == signal.SIGINT and self.received:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without a checkpoint
         if not self.received:
             self.received = signum
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Before Lightning registers its own handlers: what the process itself had, such
+        # as submitit's checkpoint_and_try_requeue (Python's KeyboardInterrupt raiser for
+        # SIGINT is no handler of the job's).
+        self._chained = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in self.signals:
+            handler = signal.getsignal(signum)
+            if callable(handler) and handler is not signal.default_int_handler:
+                self._chained[signum] = handler
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After Lightning registered its own handlers (which run a collective inside the
@@ -125,8 +163,9 @@ class Preemption(pl.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # The last batch of an epoch stops at the epoch's end instead, after validation.
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        # The last batch of an epoch (cut by limit_train_batches or not) stops at the
+        # epoch's end instead, after validation.
+        if ends_epoch(trainer):
             return
         self._stop_if_signalled(trainer, pl_module)
 
@@ -139,14 +178,19 @@ class Preemption(pl.Callback):
             return
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes
+        chain = self._chained.get(signum) if trainer.is_global_zero else None
         requeued = None
-        if trainer.is_global_zero and signum in self.requeue:
+        if trainer.is_global_zero and chain is None and signum in self.requeue:
             job = slurm_job_id()
             if job is not None and requeue_slurm_job(job):
                 requeued = job
         self._restore_handlers()
         raise Preempted(
-            signum, trainer.global_step, path if trainer.is_global_zero else None, requeued
+            signum,
+            trainer.global_step,
+            path if trainer.is_global_zero else None,
+            requeued,
+            chain,
         )
 
 
@@ -191,25 +235,3 @@ class RNGStates(pl.Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class BestCheckpoint(ModelCheckpoint):
-    """Lightning's :class:`ModelCheckpoint`, except that a NaN or infinite monitored value
-    is never saved as a "best" checkpoint (Lightning would store it with a score of
-    -inf while the top-k is not full). Rotation keeps Lightning's rules: the new best is
-    written before the old one is removed, and the checkpoint the run resumed from is
-    never removed."""
-
-    def _save_topk_checkpoint(
-        self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]
-    ) -> None:
-        value = monitor_candidates.get(self.monitor) if self.monitor else None
-        if value is not None and not torch.isfinite(torch.as_tensor(value)).all():
-            log.warning(
-                "%s=%s at step %d is not finite: not a best checkpoint",
-                self.monitor,
-                float(value),
-                trainer.global_step,
-            )
-            return
-        super()._save_topk_checkpoint(trainer, monitor_candidates)

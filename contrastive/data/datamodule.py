@@ -9,11 +9,15 @@ the test set, both uint8.
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -80,6 +84,21 @@ class _TransformedDataset(Dataset[tuple[Tensor, Tensor]]):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(image), label
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """Every DataLoader worker's start: ignore SIGINT, then seed as Lightning would.
+
+    A Ctrl-C in a terminal reaches the whole process group, workers included; the main
+    process then finishes the step and writes ``last.ckpt``
+    (:class:`contrastive.callbacks.Preemption`), which needs its workers alive. The
+    seeding is Lightning's own (``pl_worker_init_function``, which it adds itself only to
+    loaders without a ``worker_init_fn``) when ``seed_everything(workers=True)`` asked
+    for it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 def collate(batch: Any) -> Any:
@@ -218,6 +237,7 @@ class ImageDataModule(pl.LightningDataModule):
         drop_last: bool | None = None,
         sampler: ResumableSampler | None = None,
     ) -> DataLoader[Any]:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -226,6 +246,7 @@ class ImageDataModule(pl.LightningDataModule):
             drop_last=shuffle if drop_last is None else drop_last,
             num_workers=self.num_workers,
             collate_fn=collate,
+            worker_init_fn=functools.partial(worker_init, rank=rank),
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
@@ -238,9 +259,14 @@ class ImageDataModule(pl.LightningDataModule):
             sampler.item_seeds = True  # each sample's views from (seed, epoch, index)
         return self._loader(dataset, self.batch_size, shuffle=True, sampler=sampler)
 
-    def train_batches(self, world_size: int = 1) -> int:
-        """Training batches per epoch and process: the loader drops the partial ones."""
-        return len(self._load(SPLITS[self.dataset][0])) // world_size // self.batch_size  # type: ignore[arg-type]
+    def train_batches(self, world_size: int = 1, limit: int | float | None = None) -> int:
+        """Training batches per epoch and process: the loader drops the partial ones, and
+        ``limit`` (the trainer's ``limit_train_batches``) cuts the epoch as Lightning does:
+        an int caps the count, a float keeps that fraction of it."""
+        batches = len(self._load(SPLITS[self.dataset][0])) // world_size // self.batch_size  # type: ignore[arg-type]
+        if isinstance(limit, int):
+            return min(batches, limit)
+        return batches if limit is None else int(batches * limit)
 
     def train_sampler(self) -> ResumableSampler:
         """Each epoch's order from ``seed`` and the epoch alone, sharded by rank; when the
@@ -255,11 +281,12 @@ class ImageDataModule(pl.LightningDataModule):
             # already know where the run stands. The epoch under way is ``started - 1``;
             # its batches whose step ran are ``processed`` (a checkpoint written in
             # on_train_batch_end has not yet counted its batch as completed).
+            # An epoch cut by limit_train_batches ends at the limit, as Lightning's does.
             epochs = trainer.fit_loop.epoch_progress.current
             batches = trainer.fit_loop.epoch_loop.batch_progress.current
             done = int(getattr(batches, "processed", batches.completed))
             epoch = max(int(getattr(epochs, "started", 0)) - 1, 0)
-            if 0 < done < self.train_batches(world):
+            if 0 < done < self.train_batches(world, trainer.limit_train_batches):
                 sampler.resume(epoch, done, self.batch_size)  # the rest of that epoch
             elif done:
                 sampler.set_epoch(epoch + 1)  # it ended an epoch: the next one

@@ -189,13 +189,7 @@ class SimCLR(pl.LightningModule):
         if datamodule is None or not hasattr(datamodule, "train_batches"):
             trainer.estimated_stepping_batches  # noqa: B018 - sets the loader up
             return int(trainer.num_training_batches)
-        batches = int(datamodule.train_batches(trainer.world_size))
-        limit = trainer.limit_train_batches
-        if isinstance(limit, int):
-            batches = min(batches, limit)
-        elif limit is not None and limit < 1.0:
-            batches = int(batches * limit)
-        return batches
+        return int(datamodule.train_batches(trainer.world_size, trainer.limit_train_batches))
 
     def configure_optimizers(self) -> Any:
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
