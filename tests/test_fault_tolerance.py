@@ -192,6 +192,18 @@ def test_ctrl_c_to_the_process_group_checkpoints_and_resumes_exactly(
     assert_resumes_exactly(uninterrupted, run_dir)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGUSR1", "SIGUSR2"])
+def test_the_slurm_and_submitit_signals_resume_exactly(
+    uninterrupted: Path, tmp_path: Path, name: str
+) -> None:
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(20, name))
+    assert stopped.returncode == 128 + signal.Signals[name], stopped.stderr[-3000:]
+    assert f"stopped by {name} after step 21" in stopped.stderr
+    assert_resumes_exactly(uninterrupted, run_dir)
+
+
 def test_a_second_ctrl_c_stops_at_once() -> None:
     from contrastive.callbacks import Preemption
 

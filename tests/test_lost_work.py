@@ -75,6 +75,19 @@ def test_sigterm_on_the_last_step_of_a_cut_epoch_resumes_exactly(
     assert_resumes_exactly(uninterrupted, run_dir, job=DEFAULT_JOB, steps=STEPS)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"])
+def test_each_stop_signal_mid_epoch_resumes_exactly(
+    uninterrupted: Path, tmp_path: Path, name: str
+) -> None:
+    run_dir = tmp_path / "run"
+    stopped = pretrain_process(run_dir, *signal_at(16, name), job=DEFAULT_JOB)
+    assert stopped.returncode == 128 + signal.Signals[name], stopped.stderr[-3000:]
+    assert f"stopped by {name} after step 17" in stopped.stderr
+    assert last_step(run_dir) == 17
+    assert_resumes_exactly(uninterrupted, run_dir, job=DEFAULT_JOB, steps=STEPS)
+
+
 def test_submitit_warning_signal_checkpoints_requeues_and_resumes_exactly(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
