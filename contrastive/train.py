@@ -132,7 +132,7 @@ def provenance(cfg: DictConfig, source: dict[str, Any] | None = None) -> dict[st
     config and the git commit (an evaluation job passes its source's through)."""
     if source is not None:
         return {k: source.get(k) for k in ("wandb_group", "config", "git_commit")}
-    group = cfg.logger.get("group") if cfg.get("logger") else None
+    group = cfg.get("group") or (cfg.logger.get("group") if cfg.get("logger") else None)
     return {
         "wandb_group": group,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -130,3 +130,36 @@ def test_cli_bad_type_is_one_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "data.batch_size" in result.stderr and "Integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_registered_backbone_has_a_config() -> None:
+    """``backbone=<name>`` works for every name ``build_backbone`` knows (``pixels``, the
+    raw-pixel baseline of the probe job, has no weights to pretrain)."""
+    from contrastive.backbones import BACKBONES
+
+    assert sorted(set(BACKBONES) - {"pixels"}) == sorted(options("backbone"))
+
+
+def test_ruff_mypy_and_requires_python_name_one_python() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    floor = re.fullmatch(r">=(\d+)\.(\d+)", project["project"]["requires-python"])
+    assert floor is not None
+    major, minor = floor.groups()
+    assert project["tool"]["ruff"]["target-version"] == f"py{major}{minor}"
+    assert project["tool"]["mypy"]["python_version"] == f"{major}.{minor}"
+
+
+def test_group_sets_a_pretraining_runs_wandb_group(compose_cfg: Any) -> None:
+    """``group=<name>`` works for pretraining as for the evaluation jobs: the W&B run and
+    ``backbone.pt``'s provenance get it; without it, the experiment_name."""
+    from contrastive.train import build_logger, provenance
+
+    cfg = compose_cfg("group=ablation-3")
+    assert provenance(cfg)["wandb_group"] == "ablation-3"
+    run = build_logger(cfg).experiment  # type: ignore[union-attr]
+    try:
+        assert run.group == "ablation-3"
+    finally:
+        run.finish()
+    assert provenance(compose_cfg())["wandb_group"] == "fashion_mnist_simclr"
