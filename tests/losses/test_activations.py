@@ -104,3 +104,68 @@ def test_module_matches_function() -> None:
     torch.testing.assert_close(
         module(logits), softmax_with_temperature(logits, 2.5, dim=0), rtol=RTOL, atol=ATOL
     )
+
+
+def _weighted_sum_gradient(function: object, inputs: Tensor, weights: Tensor) -> Tensor:
+    """d/dx of sum(w * function(x)), by autograd."""
+    inputs = inputs.clone().requires_grad_(True)
+    (weights * function(inputs)).sum().backward()  # type: ignore[operator]
+    assert inputs.grad is not None
+    return inputs.grad
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_softmax_gradients_match_the_closed_form(temperature: float) -> None:
+    """For p = softmax(x / T) and any weights w: d/dx_j sum_i w_i p_i =
+    p_j (w_j - sum_i w_i p_i) / T, and d/dx_j sum_i w_i log p_i = (w_j - p_j sum_i w_i) / T,
+    computed here row by row in Python floats."""
+    logits, weights = _logits(4, 5, seed=5), _logits(4, 5, seed=6)
+    softmax_grad, log_softmax_grad = [], []
+    for row, w in zip(logits.tolist(), weights.tolist(), strict=True):
+        p = reference_softmax(row, temperature)
+        mean = sum(wi * pi for wi, pi in zip(w, p, strict=True))
+        softmax_grad.append([pj * (wj - mean) / temperature for pj, wj in zip(p, w, strict=True)])
+        log_softmax_grad.append(
+            [(wj - pj * sum(w)) / temperature for pj, wj in zip(p, w, strict=True)]
+        )
+    expected = torch.tensor(softmax_grad, dtype=torch.float64)
+    ours = _weighted_sum_gradient(
+        lambda x: softmax_with_temperature(x, temperature), logits, weights
+    )
+    torch.testing.assert_close(ours, expected, rtol=RTOL, atol=ATOL)
+    if temperature != 1.0:  # negative control: the same formula without 1/T does not match
+        assert not torch.allclose(ours, expected * temperature, rtol=RTOL, atol=ATOL)
+    log_ours = _weighted_sum_gradient(
+        lambda x: log_softmax_with_temperature(x, temperature), logits, weights
+    )
+    torch.testing.assert_close(
+        log_ours, torch.tensor(log_softmax_grad, dtype=torch.float64), rtol=RTOL, atol=ATOL
+    )
+    module = _weighted_sum_gradient(SoftmaxWithTemperature(temperature), logits, weights)
+    torch.testing.assert_close(module, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_sigmoid_and_tanh_gradients_match_the_closed_form() -> None:
+    """d sigmoid(x)/dx = s (1 - s) and d tanh(x)/dx = 1 - t^2, from Python floats."""
+    values, weights = _logits(7, seed=7), _logits(7, seed=8)
+    s = [1 / (1 + math.exp(-v)) for v in values.tolist()]
+    t = [math.tanh(v) for v in values.tolist()]
+    w = weights.tolist()
+    expected_sigmoid = torch.tensor(
+        [wi * si * (1 - si) for wi, si in zip(w, s, strict=True)], dtype=torch.float64
+    )
+    expected_tanh = torch.tensor(
+        [wi * (1 - ti * ti) for wi, ti in zip(w, t, strict=True)], dtype=torch.float64
+    )
+    torch.testing.assert_close(
+        _weighted_sum_gradient(sigmoid, values, weights),
+        expected_sigmoid,
+        rtol=RTOL,
+        atol=ATOL,
+    )
+    torch.testing.assert_close(
+        _weighted_sum_gradient(tanh, values, weights),
+        expected_tanh,
+        rtol=RTOL,
+        atol=ATOL,
+    )
