@@ -100,7 +100,8 @@ class Preemption(pl.Callback):
     """On a stop signal: finish the step, write ``last.ckpt``, hand on or requeue, stop.
 
     Args:
-        signals: the signal names to catch, from :data:`SIGNALS` (repeats are ignored).
+        signals: the signal names to catch, from :data:`SIGNALS` (repeats are ignored);
+            ``None``: SIGTERM, SIGINT, SIGUSR1 and :func:`submitit_signal`.
         requeue: under SLURM (``SLURM_JOB_ID`` set), issue ``scontrol requeue`` on rank 0
             after the checkpoint is written, for these signals, unless the process had a
             handler of its own for the signal (submitit's), which then requeues instead.
@@ -108,9 +109,11 @@ class Preemption(pl.Callback):
 
     def __init__(
         self,
-        signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2"),
+        signals: Sequence[str] | None = None,
         requeue: Sequence[str] = ("SIGUSR1",),
     ) -> None:
+        if signals is None:
+            signals = ("SIGTERM", "SIGINT", "SIGUSR1", submitit_signal())
         unknown = sorted((set(signals) | set(requeue)) - set(SIGNALS))
         if unknown:
             raise ValueError(f"unknown signal(s) {unknown}; choose from {list(SIGNALS)}")
