@@ -8,8 +8,11 @@ the caller passes ``trust=True`` (the jobs' ``trust_checkpoint=true``). Every fa
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import pickle
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,11 @@ from torch import nn
 
 from contrastive.atomic import atomic_save
 from contrastive.backbones import BACKBONE_FORMAT, build_backbone, feature_dim
+from contrastive.errors import ConfigError
 from contrastive.heads import LinearHead
+from contrastive.transforms.recipe import ViewRecipe
+
+log = logging.getLogger(__name__)
 
 # The marker of the linear head the probe job writes beside its backbone.pt.
 PROBE_HEAD_FORMAT = "contrastive.probe_head/1"
@@ -27,6 +34,67 @@ PROBE_HEAD_FILE = "probe_head.pt"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what was expected."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a set of weights came from: the W&B group of the pretraining run, its composed
+    config and the git commit it ran at (each ``None`` when unknown)."""
+
+    wandb_group: str | None = None
+    config: dict[str, Any] | None = None
+    git_commit: str | None = None
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> Provenance:
+        return cls(info.get("wandb_group"), info.get("config"), info.get("git_commit"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wandb_group": self.wandb_group,
+            "config": self.config,
+            "git_commit": self.git_commit,
+        }
+
+
+@dataclass(frozen=True)
+class ProbeHead:
+    """A trained linear head, as :func:`load_teacher` reads it from ``probe_head.pt``."""
+
+    module: LinearHead
+    objective: str
+    num_outputs: int
+    path: str
+    classes: tuple[str, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A pretrained backbone and what its file says about it.
+
+    ``recipe`` is the view recipe it was trained with (its evaluation preprocessing),
+    ``spec`` rebuilds it (:func:`~contrastive.backbones.build_backbone`), ``path`` is the
+    file it came from, ``metrics`` the metrics saved with it, ``head`` the linear head of a
+    linear-probe run directory (a distillation teacher), and ``extra`` whatever else the
+    file records (``source``, ``finetuned``, ...).
+    """
+
+    backbone: nn.Module
+    recipe: ViewRecipe
+    spec: dict[str, Any]
+    path: str
+    provenance: Provenance = field(default_factory=Provenance)
+    dataset: str | None = None
+    num_classes: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    head: ProbeHead | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def teacher_metrics(self) -> dict[str, Any]:
+        """The metrics of the probe head when there is one, else the backbone's."""
+        return self.head.metrics if self.head is not None else self.metrics
 
 
 def read_checkpoint(path: Path, trust: bool = False, check: bool = True) -> Any:
@@ -86,12 +154,16 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def load_pretrained(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the pretrained backbone described by ``path`` and load its weights.
+# The entries of a backbone file that Pretrained holds in fields of their own.
+_RECORDED = frozenset(
+    ("format", "spec", "recipe", "wandb_group", "config", "git_commit")
+) | frozenset(("dataset", "num_classes", "metrics"))
 
-    Returns the backbone (in eval mode) and the file's metadata: ``spec``, ``recipe`` (the
-    view recipe it was trained with, as a dict), ``dataset``, ``num_classes``, ``path``.
-    """
+
+def load_pretrained(path: str | Path, trust: bool = False) -> Pretrained:
+    """Rebuild the pretrained backbone described by ``path`` (a run directory,
+    ``backbone.pt`` or a Lightning ``.ckpt``) and load its weights; the backbone is in
+    eval mode."""
     file = resolve(path)
     payload = read_checkpoint(file, trust)
     if not isinstance(payload, dict):
@@ -129,8 +201,21 @@ def load_pretrained(path: str | Path, trust: bool = False) -> tuple[nn.Module, d
             f"{unexpected[:5]}, wrong shapes {shapes[:5]} — is it from another backbone?"
         )
     backbone.load_state_dict(state)
-    info["path"] = str(file)
-    return backbone.eval(), info
+    try:
+        recipe = ViewRecipe(**info["recipe"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{file}: its view recipe is unusable ({error})") from None
+    return Pretrained(
+        backbone=backbone.eval(),
+        recipe=recipe,
+        spec=spec,
+        path=str(file),
+        provenance=Provenance.of(info),
+        dataset=info.get("dataset"),
+        num_classes=info.get("num_classes"),
+        metrics=dict(info.get("metrics") or {}),
+        extra={k: v for k, v in info.items() if k not in _RECORDED},
+    )
 
 
 def save_probe_head(head: LinearHead, path: str | Path, **extra: Any) -> None:
@@ -146,15 +231,9 @@ def save_probe_head(head: LinearHead, path: str | Path, **extra: Any) -> None:
     atomic_save(payload, path)
 
 
-def load_teacher(
-    path: str | Path, trust: bool = False
-) -> tuple[nn.Module, LinearHead, dict[str, Any]]:
-    """The backbone and linear head of a linear-probe run directory (a distillation teacher).
-
-    Returns ``(backbone, head, info)``, both modules in eval mode; ``info`` is the
-    backbone's metadata (see :func:`load_pretrained`) plus ``head``: the head file's
-    metadata (``objective``, ``num_outputs``, ``classes``, ``metrics``, ...).
-    """
+def load_teacher(path: str | Path, trust: bool = False) -> Pretrained:
+    """The backbone and linear head (``head``) of a linear-probe run directory, a
+    distillation teacher; both modules in eval mode."""
     directory = Path(path)
     if not directory.is_dir():
         raise CheckpointError(
@@ -173,7 +252,8 @@ def load_teacher(
             f"{head_file} is missing: teacher= must be a linear-probe run directory holding "
             f"backbone.pt and {PROBE_HEAD_FILE}{hint}"
         )
-    backbone, info = load_pretrained(directory / "backbone.pt", trust)
+    pretrained = load_pretrained(directory / "backbone.pt", trust)
+    backbone = pretrained.backbone
     payload = read_checkpoint(head_file, trust)
     if not isinstance(payload, dict) or payload.get("format") != PROBE_HEAD_FORMAT:
         raise CheckpointError(
@@ -182,7 +262,7 @@ def load_teacher(
         )
     if payload["input_dim"] != feature_dim(backbone):
         raise CheckpointError(
-            f"{head_file} takes {payload['input_dim']}-d features but {info['path']} "
+            f"{head_file} takes {payload['input_dim']}-d features but {pretrained.path} "
             f"outputs {feature_dim(backbone)}-d ones: the head and backbone are from "
             "different runs"
         )
@@ -191,12 +271,55 @@ def load_teacher(
         head.load_state_dict(payload["state_dict"])
     except RuntimeError as error:
         raise CheckpointError(f"{head_file}: the head's weights do not load: {error}") from None
-    info["head"] = {k: v for k, v in payload.items() if k != "state_dict"}
-    info["head"]["path"] = str(head_file)
-    return backbone, head.eval(), info
+    record = ProbeHead(
+        module=head.eval(),
+        objective=str(payload.get("objective", "softmax")),
+        num_outputs=int(payload["num_outputs"]),
+        path=str(head_file),
+        classes=tuple(payload.get("classes") or ()),
+        metrics=dict(payload.get("metrics") or {}),
+    )
+    return dataclasses.replace(pretrained, head=record)
 
 
-def trusts_checkpoints(cfg: Any) -> bool:
-    """A job config's ``trust_checkpoint`` (default false): whether its checkpoints may run
-    code when loaded (``torch.load(weights_only=False)``)."""
-    return bool(cfg.get("trust_checkpoint", False))
+def resume_checkpoint(resume: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint a pretraining run continues from.
+
+    ``resume="auto"`` takes the newest whole checkpoint in ``output_dir``
+    (``checkpoints/last.ckpt``, Lightning's SLURM ``hpc_ckpt_*.ckpt``, then the best
+    ``checkpoints/epoch*.ckpt``; a requeued SLURM or submitit job reruns in the same
+    directory), skipping truncated or corrupt ones with a warning; a path takes that file;
+    ``None`` starts fresh. A directory that holds checkpoints but no whole one is an
+    error, never a silent fresh start.
+    """
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = [
+            output_dir / "checkpoints" / "last.ckpt",
+            *output_dir.glob("hpc_ckpt_*.ckpt"),
+            *(output_dir / "checkpoints").glob("epoch*.ckpt"),
+        ]
+        existing = sorted((p for p in found if p.is_file()), key=lambda p: -p.stat().st_mtime)
+        problems: dict[str, str] = {}
+        for candidate in existing:
+            problem = checkpoint_problem(candidate)
+            if problem is None:
+                log.info("resuming from %s", candidate)
+                return candidate
+            log.warning("skipping checkpoint %s: %s", candidate, problem)
+            problems[candidate.name] = problem
+        if problems:
+            raise ConfigError(
+                f"resume=auto: no usable checkpoint in {output_dir}: "
+                + "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+                + ". Pass resume=<a good .ckpt>, or resume=null to start afresh."
+            )
+        return None
+    path = Path(resume)
+    if not path.is_file():
+        raise ConfigError(f"resume={resume!r}: no such checkpoint file (or use resume=auto)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ConfigError(f"resume={resume!r}: {problem}; pass a whole .ckpt or resume=auto")
+    return path

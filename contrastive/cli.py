@@ -17,16 +17,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from contrastive import schema
 from contrastive.checkpoints import CheckpointError
+from contrastive.conf import conf_dir
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 from contrastive.errors import ConfigError, Preempted, TrainingHalted
-
-
-def _conf_dir() -> str:
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "conf", package.parent / "conf"):
-        if (candidate / "pretrain.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"contrastive's conf/ folder is missing (looked beside {package})")
 
 
 def _submitit_signal() -> str:
@@ -35,7 +28,7 @@ def _submitit_signal() -> str:
     return submitit_signal()
 
 
-CONF_DIR = _conf_dir()
+CONF_DIR = str(conf_dir())
 schema.register()  # the typed schemas conf/ refers to (/schema/<name>)
 # ${submitit_signal:}: the signal submitit warns a job with (SIGUSR2 unless
 # SUBMITIT_PREEMPT_SIGNAL says otherwise), for callbacks.preemption.signals
@@ -106,7 +99,7 @@ def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> flo
 @hydra.main(config_path=CONF_DIR, config_name="pretrain", version_base="1.3")
 def pretrain_main(cfg: DictConfig) -> float | None:
     """``contrastive-pretrain [overrides...]``: SimCLR pretraining."""
-    from contrastive.train import pretrain
+    from contrastive.jobs.pretrain import pretrain
 
     return run_job(pretrain, cfg)
 
@@ -114,7 +107,7 @@ def pretrain_main(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="linear_probe", version_base="1.3")
 def linear_probe_main(cfg: DictConfig) -> float | None:
     """``contrastive-linear-probe pretrained=<run dir | backbone.pt | last.ckpt>``."""
-    from contrastive.evaluate import linear_probe
+    from contrastive.jobs.linear_probe import linear_probe
 
     return run_job(linear_probe, cfg)
 
@@ -122,7 +115,7 @@ def linear_probe_main(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="knn", version_base="1.3")
 def knn_main(cfg: DictConfig) -> float | None:
     """``contrastive-knn pretrained=<run dir | backbone.pt | last.ckpt>``."""
-    from contrastive.evaluate import knn_eval
+    from contrastive.jobs.knn import knn_eval
 
     return run_job(knn_eval, cfg)
 
@@ -130,6 +123,6 @@ def knn_main(cfg: DictConfig) -> float | None:
 @hydra.main(config_path=CONF_DIR, config_name="distill", version_base="1.3")
 def distill_main(cfg: DictConfig) -> float | None:
     """``contrastive-distill teacher=<linear-probe run dir>``."""
-    from contrastive.distill import distill
+    from contrastive.jobs.distill import distill
 
     return run_job(distill, cfg)

@@ -18,8 +18,10 @@ from torch.optim.lr_scheduler import LambdaLR
 ParamGroups = list[dict[str, Any]]
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> ParamGroups:
-    """Split parameters: weights get ``weight_decay``; biases and norm parameters get none.
+def param_groups(model: nn.Module, weight_decay: float | None = None) -> ParamGroups:
+    """Split parameters: weights get ``weight_decay`` (``None``: the optimiser's own
+    ``weight_decay``, so a Hydra partial keeps the one setting); biases and norm
+    parameters get none.
 
     The second group is also excluded from LARS's trust-ratio adaptation (``lars_exclude``),
     as in SimCLR and BYOL.
@@ -30,10 +32,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> ParamGroups:
         if not param.requires_grad:
             continue
         (no_decay if param.ndim <= 1 else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+    weights: dict[str, Any] = {"params": decay, "lars_exclude": False}
+    if weight_decay is not None:
+        weights["weight_decay"] = weight_decay
+    return [weights, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
 
 
 class LARS(Optimizer):

@@ -1,6 +1,6 @@
 """Pretraining throughput (views/second, median over steady-state steps) and peak memory.
 
-Runs the real pipeline (Hydra config -> contrastive.train.build -> Lightning fit) on
+Runs the real pipeline (Hydra config -> contrastive.jobs.pretrain.build -> Lightning fit) on
 synthetic images of each case's shape, so it needs no dataset. Prints a markdown table.
 
     python scripts/bench_throughput.py                 # CPU cases
@@ -17,7 +17,7 @@ from omegaconf import open_dict
 
 from contrastive.callbacks import ViewThroughput
 from contrastive.cli import compose_job
-from contrastive.train import build
+from contrastive.jobs.pretrain import build
 
 COMMON = [
     "logger=none",
@@ -37,7 +37,7 @@ CASES: dict[str, dict[str, list[str]]] = {
         "fmnist small_cnn b256 fp32 channels_last": [
             *FMNIST,
             "data.batch_size=256",
-            "model.channels_last=true",
+            "method.channels_last=true",
         ],
     },
     "gpu": {
@@ -52,13 +52,13 @@ CASES: dict[str, dict[str, list[str]]] = {
         "cifar resnet18-small b512 bf16 channels_last": [
             *CIFAR,
             "trainer=gpu",
-            "model.channels_last=true",
+            "method.channels_last=true",
         ],
         "cifar resnet18-small b512 bf16 channels_last compile": [
             *CIFAR,
             "trainer=gpu",
-            "model.channels_last=true",
-            "model.compile=true",
+            "method.channels_last=true",
+            "method.compile=true",
         ],
     },
 }

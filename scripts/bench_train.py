@@ -44,7 +44,7 @@ CASES: dict[str, list[str]] = {
     "lightly": [],
     "ours": [],
     "ours + bf16-mixed": ["trainer.precision=bf16-mixed"],
-    "ours + torch.compile": ["model.compile=true"],
+    "ours + torch.compile": ["method.compile=true"],
 }
 
 
@@ -70,7 +70,7 @@ def views_per_second(times: list[float], warmup: int) -> float:
 
 def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> float:
     from contrastive.cli import compose_job
-    from contrastive.train import build
+    from contrastive.jobs.pretrain import build
 
     overrides = [
         "logger=none",

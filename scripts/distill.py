@@ -1,6 +1,6 @@
 """Distillation: ``python scripts/distill.py teacher=<linear-probe run dir> [hydra overrides]``.
 
-The job reads top-down in ``contrastive/distill.py``; its config is ``conf/distill.yaml``.
+The job reads top-down in ``contrastive/jobs/distill.py``; its config is ``conf/distill.yaml``.
 """
 
 from contrastive.cli import distill_main

@@ -1,6 +1,6 @@
 """kNN evaluation: ``python scripts/knn_eval.py pretrained=<run dir> [hydra overrides]``.
 
-The job reads top-down in ``contrastive/evaluate.py`` (``knn_eval``); its config is
+The job reads top-down in ``contrastive/jobs/knn.py`` (``knn_eval``); its config is
 ``conf/knn.yaml``.
 """
 

@@ -1,6 +1,6 @@
 """SimCLR pretraining: ``python scripts/pretrain.py [hydra overrides]``.
 
-The job itself reads top-down in ``contrastive/train.py``; configs live in ``conf/``.
+The job itself reads top-down in ``contrastive/jobs/pretrain.py``; configs live in ``conf/``.
 """
 
 from contrastive.cli import pretrain_main

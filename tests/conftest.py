@@ -63,7 +63,7 @@ def run_job_in(
 @pytest.fixture(scope="session")
 def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-epoch pretraining run on 256 synthetic images (width-8/16 small CNN)."""
-    from contrastive.train import pretrain
+    from contrastive.jobs.pretrain import pretrain
 
     run = tmp_path_factory.mktemp("pretrain")
     overrides = ["data=synthetic", "data.num_samples=256", "data.batch_size=64"]
@@ -82,7 +82,7 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) -> Path:
     """A linear-probe run on ``pretrained_run``: a distillation teacher directory."""
-    from contrastive.evaluate import linear_probe
+    from contrastive.jobs.linear_probe import linear_probe
 
     run = tmp_path_factory.mktemp("probe")
     run_job_in(
@@ -93,7 +93,7 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) ->
         "data=synthetic",
         "data.num_samples=256",
         "probe.batch_size=32",
-        "probe.lr=1e-2",
+        "probe.optimizer.lr=1e-2",
         "trainer.max_epochs=10",
         *QUIET,
     )

@@ -177,9 +177,10 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert payload["epoch"] == 3
     assert set(payload["state_dict"]) == set(net.state_dict())
 
-    loaded, meta = load_pretrained(path)
+    pretrained = load_pretrained(path)
+    loaded = pretrained.backbone
     assert isinstance(loaded, SmallCNN)
-    assert "state_dict" not in meta and meta["epoch"] == 3
+    assert "state_dict" not in pretrained.extra and pretrained.extra["epoch"] == 3
     assert loaded.backbone_spec == net.backbone_spec
     loaded.eval()
     x = torch.rand(3, 1, 16, 16, generator=_gen(2))

@@ -153,13 +153,13 @@ def test_ruff_mypy_and_requires_python_name_one_python() -> None:
 def test_group_sets_a_pretraining_runs_wandb_group(compose_cfg: Any) -> None:
     """``group=<name>`` works for pretraining as for the evaluation jobs: the W&B run and
     ``backbone.pt``'s provenance get it; without it, the experiment_name."""
-    from contrastive.train import build_logger, provenance
+    from contrastive.jobs.run import Run, build_logger
 
     cfg = compose_cfg("group=ablation-3")
-    assert provenance(cfg)["wandb_group"] == "ablation-3"
+    assert Run(cfg).provenance().wandb_group == "ablation-3"
     run = build_logger(cfg).experiment  # type: ignore[union-attr]
     try:
         assert run.group == "ablation-3"
     finally:
         run.finish()
-    assert provenance(compose_cfg())["wandb_group"] == "fashion_mnist_simclr"
+    assert Run(compose_cfg()).provenance().wandb_group == "fashion_mnist_simclr"

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.demo import ROWS, log_results_to_wandb
-from contrastive.evaluate import linear_probe
+from contrastive.jobs.demo import ROWS, log_results_to_wandb
+from contrastive.jobs.linear_probe import linear_probe
+from contrastive.jobs.pretrain import pretrain
+from contrastive.jobs.run import git_commit
 from contrastive.report import build_report
-from contrastive.train import git_commit, pretrain
 from tests.conftest import run_job_in
 from tests.wandb_reader import WandbRun, iter_records, read_run, wait_for_run
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
+from contrastive.jobs.pretrain import pretrain
 from contrastive.methods import SimCLR
-from contrastive.train import pretrain
 from tests.conftest import REAL_FASHION_MNIST, needs_fashion_mnist, run_job_in, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -524,7 +524,7 @@ def test_resume_skips_a_truncated_last_checkpoint_for_the_previous_good_one(
     run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=1")
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 3])  # truncated by a crash
-    with caplog.at_level("WARNING", logger="contrastive.train"):
+    with caplog.at_level("WARNING", logger="contrastive.checkpoints"):
         metrics = run_job_in(tmp_path, pretrain, "pretrain", *overrides, "trainer.max_epochs=2")
     assert "skipping checkpoint" in caplog.text and "last.ckpt" in caplog.text
     assert metrics["train/epochs"] == 2
@@ -534,14 +534,14 @@ def test_resume_skips_a_truncated_last_checkpoint_for_the_previous_good_one(
 def test_resume_with_only_garbage_checkpoints_is_an_error_not_a_fresh_start(
     tmp_path: Path, compose_cfg: Any
 ) -> None:
+    from contrastive.checkpoints import resume_checkpoint
     from contrastive.errors import ConfigError
-    from contrastive.train import resume_path
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage" * 100)
     cfg = compose_cfg(*JOB)
     with pytest.raises(ConfigError, match=r"no usable checkpoint.*last\.ckpt.*resume=null"):
-        resume_path(cfg)
+        resume_checkpoint(cfg.resume, Path(cfg.output_dir))
 
 
 def test_topk_rotation_never_deletes_the_checkpoint_being_resumed_from(tmp_path: Path) -> None:
@@ -583,7 +583,7 @@ def test_a_nan_metric_never_becomes_the_best_checkpoint(tmp_path: Path) -> None:
         cfg = compose_job(
             tmp_path / f"{name}-run", "pretrain", *cfg_overrides, "trainer.max_epochs=1"
         )
-        from contrastive.train import build
+        from contrastive.jobs.pretrain import build
 
         datamodule, model, callbacks, _ = build(cfg)
         trainer = pl.Trainer(
@@ -749,7 +749,7 @@ def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
     with pytest.raises(CheckpointError, match=r"needs arbitrary code.*trust_checkpoint=true"):
         load_pretrained(evil)
     assert not marker.exists()  # refused before anything ran
-    backbone, _ = load_pretrained(evil, trust=True)  # the user vouched for it
+    backbone = load_pretrained(evil, trust=True).backbone  # the user vouched for it
     assert marker.exists() and sum(p.numel() for p in backbone.parameters()) > 0
 
 
@@ -774,7 +774,7 @@ def test_offline_resume_starts_a_new_offline_run_with_a_warning(
     run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=1")
     first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     first_id = first["contrastive"]["wandb_run_id"]
-    with caplog.at_level("WARNING", logger="contrastive.train"):
+    with caplog.at_level("WARNING", logger="contrastive.checkpoints"):
         run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=2")
     assert f"cannot resume offline run {first_id}" in caplog.text
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))

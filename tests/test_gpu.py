@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
+from contrastive.jobs.pretrain import pretrain
 from contrastive.losses import info_nce, multi_view_info_nce
-from contrastive.train import pretrain
 from contrastive.transforms import BatchedViews, preset
 
 pytestmark = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,18 @@ from PIL import Image
 from contrastive.backbones import build_backbone, save_backbone
 from contrastive.checkpoints import CheckpointError, load_pretrained
 from contrastive.errors import ConfigError
-from contrastive.evaluate import linear_probe
+from contrastive.jobs.linear_probe import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
 from tests.conftest import QUIET, fit_quietly, needs_fashion_mnist, run_script
+
+
+def probe_of(
+    input_dim: int, num_outputs: int, objective: str = "softmax", lr: float = 1e-3, **kw: Any
+) -> LinearProbe:
+    """A probe with the protocol's optimiser (AdamW, no weight decay) and cosine schedule."""
+    optimizer = functools.partial(torch.optim.AdamW, lr=lr, weight_decay=0.0)
+    scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR)
+    return LinearProbe(input_dim, num_outputs, optimizer, scheduler, objective, **kw)  # type: ignore[arg-type]
 
 
 def test_softmax_probe_learns_separable_classes() -> None:
@@ -24,7 +34,7 @@ def test_softmax_probe_learns_separable_classes() -> None:
     centres = torch.randn(4, 8) * 3
     labels = torch.randint(0, 4, (512,))
     features = centres[labels] + 0.3 * torch.randn(512, 8)
-    model = LinearProbe(8, 4, "softmax", lr=1e-2, max_epochs=10)
+    model = probe_of(8, 4, "softmax", lr=1e-2)
     fit_quietly(model, features, labels, epochs=10)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), labels, "softmax")
@@ -36,7 +46,7 @@ def test_sigmoid_probe_learns_a_known_multi_label_rule() -> None:
     features = torch.randn(1024, 6)
     rule = torch.randn(6, 3)
     targets = (features @ rule > 0).float()  # each label is a half-space: linearly separable
-    model = LinearProbe(6, 3, "sigmoid", lr=1e-2, max_epochs=15)
+    model = probe_of(6, 3, "sigmoid", lr=1e-2)
     fit_quietly(model, features, targets, epochs=15)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), targets, "sigmoid")
@@ -48,7 +58,7 @@ def test_l2_probe_recovers_a_known_linear_map() -> None:
     features = torch.randn(1024, 5)
     weights, bias = torch.randn(5, 2), torch.tensor([0.5, -1.0])
     targets = features @ weights + bias
-    model = LinearProbe(5, 2, "l2", lr=2e-2, max_epochs=30)
+    model = probe_of(5, 2, "l2", lr=2e-2)
     fit_quietly(model, features, targets, epochs=30)
     model.eval()
     metrics = evaluate_outputs(model(features).detach(), targets, "l2")
@@ -69,7 +79,7 @@ def test_frozen_backbone_is_bit_identical_after_training(finetune: bool) -> None
     torch.manual_seed(0)
     backbone = build_backbone("small_cnn", in_channels=1, widths=[8, 16], pool_size=2)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = LinearProbe(64, 3, lr=1e-2, backbone=backbone, finetune=finetune, max_epochs=2)
+    model = probe_of(64, 3, lr=1e-2, backbone=backbone, finetune=finetune)
     fit_quietly(model, torch.randn(128, 1, 28, 28), torch.randint(0, 3, (128,)), epochs=2)
     after = backbone.state_dict()
     identical = all(torch.equal(before[k], after[k]) for k in before)  # BN buffers too
@@ -80,7 +90,7 @@ PROBE = [
     "data=synthetic",
     "data.num_samples=256",
     "probe.batch_size=32",
-    "probe.lr=1e-2",
+    "probe.optimizer.lr=1e-2",
     "trainer.max_epochs=10",
     *QUIET,
 ]
@@ -103,11 +113,11 @@ def test_probe_job_writes_metrics_and_a_real_confusion_matrix(
 
 
 def test_last_ckpt_and_backbone_pt_hold_the_same_backbone(pretrained_run: Path) -> None:
-    from_pt, info = load_pretrained(pretrained_run)
-    from_ckpt, ckpt_info = load_pretrained(pretrained_run / "checkpoints" / "last.ckpt")
-    assert info["spec"] == ckpt_info["spec"] and info["recipe"] == ckpt_info["recipe"]
+    pt = load_pretrained(pretrained_run)
+    ckpt = load_pretrained(pretrained_run / "checkpoints" / "last.ckpt")
+    assert pt.spec == ckpt.spec and pt.recipe == ckpt.recipe
     images = torch.randn(2, 1, 28, 28)
-    assert torch.equal(from_pt(images), from_ckpt(images))
+    assert torch.equal(pt.backbone(images), ckpt.backbone(images))
 
 
 def test_checkpoint_from_another_backbone(tmp_path: Path) -> None:

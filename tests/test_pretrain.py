@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 from contrastive.checkpoints import load_pretrained
-from contrastive.train import build, pretrain
+from contrastive.jobs.pretrain import build, pretrain
 from tests.conftest import needs_fashion_mnist
 from tests.data.test_sources import CIFAR10_FILES, write_cifar
 from tests.wandb_reader import wait_for_run
@@ -59,8 +59,9 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
     # limit_val_batches=2 with eval batches of 500 -> 1000 test images scored.
     assert written["val/knn_num_test_samples"] == 1000
 
-    backbone, payload = load_pretrained(tmp_path / "backbone.pt")
-    assert payload["spec"]["name"] == "small_cnn" and payload["dataset"] == "fashion_mnist"
+    pretrained = load_pretrained(tmp_path / "backbone.pt")
+    backbone = pretrained.backbone
+    assert pretrained.spec["name"] == "small_cnn" and pretrained.dataset == "fashion_mnist"
     images = torch.randn(2, 1, 28, 28)
     model_backbone = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     state = {
@@ -68,7 +69,7 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
         for k, v in model_backbone["state_dict"].items()
         if k.startswith("backbone.")
     }
-    reference, _ = load_pretrained(tmp_path / "backbone.pt")
+    reference = load_pretrained(tmp_path / "backbone.pt").backbone
     reference.load_state_dict(state)
     backbone.eval(), reference.eval()
     assert torch.equal(backbone(images), reference(images))
@@ -97,8 +98,9 @@ def test_cifar10_experiment_runs_a_few_steps(compose_cfg: Any, tmp_path: Path) -
     )
     metrics = pretrain(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
-    backbone, payload = load_pretrained(tmp_path / "backbone.pt")
-    assert payload["spec"] == {
+    pretrained = load_pretrained(tmp_path / "backbone.pt")
+    backbone = pretrained.backbone
+    assert pretrained.spec == {
         "name": "resnet18",
         "kwargs": {"in_channels": 3, "small_stem": True},
     }
@@ -272,14 +274,17 @@ def test_without_knn_the_checkpoint_keeps_only_last(compose_cfg: Any, tmp_path: 
     ("override", "message"),
     [
         ("data.batch_size=1024", "needs at least 1024 training images"),
-        ("optim.lr_scaling=linaer", "lr_scaling must be none, linear or sqrt"),
+        ("method.lr_scaling=linaer", "lr_scaling must be none, linear or sqrt"),
         ("optim.optimizer.lr=-1", "optim:"),
         ("optim.scheduler.warmup_epochs=-1", "warmup_epochs must be >= 0"),
         ("trainer.max_epochs=-1", "needs a finite length"),
         ("data.batch_size=1", r"data.batch_size=1 x 1 process\(es\) is a global batch of one"),
         ("loss.temperature=0", r"temperature must be a finite number > 0, got 0"),
         ("loss.block_size=atuo", r"block_size must be 'auto', null .* got 'atuo'"),
-        ("model.compile_mode=fastest", r"model.compile_mode must be one of default, .* 'fastest'"),
+        (
+            "method.compile_mode=fastest",
+            r"method.compile_mode must be one of default, .* 'fastest'",
+        ),
         ("augment.crop_scale=[0.9,0.2]", r"crop_scale must be \(min, max\) with 0 < min <= max"),
         (
             "backbone=resnet18 backbone.small_stem=false augment.image_size=16",
@@ -321,8 +326,8 @@ def test_image_folder_class_count_must_match(compose_cfg: Any, tmp_path: Path) -
 @pytest.mark.parametrize(
     "options",
     [
-        ["trainer.precision=bf16-mixed", "model.channels_last=true"],
-        ["model.compile=true"],
+        ["trainer.precision=bf16-mixed", "method.channels_last=true"],
+        ["method.compile=true"],
     ],
     ids=["bf16-mixed+channels_last", "compile"],
 )

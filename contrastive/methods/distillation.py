@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -21,7 +22,11 @@ from contrastive import distributed
 from contrastive.backbones import feature_dim
 from contrastive.heads import LinearHead, ProjectionHead
 from contrastive.losses import cross_entropy, kl_divergence, seed_loss
-from contrastive.optim import warmup_cosine
+from contrastive.losses.activations import _check_temperature as check_temperature
+from contrastive.transforms import ImageInputs, ViewRecipe
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+StepScheduler = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 def _frozen(module: nn.Module) -> nn.Module:
@@ -29,27 +34,29 @@ def _frozen(module: nn.Module) -> nn.Module:
 
 
 class _StudentModule(pl.LightningModule):
-    """Shared plumbing: raw batches -> ``images`` -> student; AdamW with per-step cosine
-    decay; the frozen teacher kept in eval mode (its BatchNorm statistics never move)."""
+    """Shared plumbing: raw batches -> images (the teacher's evaluation preprocessing of
+    ``recipe``; with ``augment``, random resized crops of ``crop_scale`` and flips, the
+    same crop for teacher and student) -> student; the optimiser (a Hydra partial over the
+    trainable parameters) with a per-step schedule (a partial called with ``total_steps``
+    and ``steps_per_epoch``, or ``None``); the frozen teacher kept in eval mode (its
+    BatchNorm statistics never move)."""
 
     def __init__(
         self,
         student: nn.Module,
-        images: nn.Module,
         teacher: nn.Module,
-        lr: float,
-        weight_decay: float,
-        warmup_epochs: float,
+        recipe: ViewRecipe,
+        optimizer: OptimizerFactory,
+        scheduler: StepScheduler | None = None,
+        augment: bool = True,
+        crop_scale: tuple[float, float] = (0.65, 1.0),
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"distill lr must be > 0, got {lr}")
         self.student = student
-        self.images = images
+        self.images = ImageInputs(recipe, tuple(crop_scale) if augment else None)  # type: ignore[arg-type]
         self.teacher = _frozen(teacher)
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_epochs = warmup_epochs
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
 
     def on_train_epoch_start(self) -> None:
         self.teacher.eval()  # Lightning's model.train() reaches submodules too
@@ -63,10 +70,14 @@ class _StudentModule(pl.LightningModule):
         return [p for p in self.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.trainable(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = self.optimizer_factory(self.trainable())
+        if self.scheduler_factory is None:
+            return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         steps_per_epoch = max(1, total // max(1, int(self.trainer.max_epochs or 1)))
-        scheduler = warmup_cosine(optimizer, total, steps_per_epoch, self.warmup_epochs)
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=total, steps_per_epoch=steps_per_epoch
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
@@ -91,22 +102,23 @@ class LogitDistillation(_StudentModule):
     def __init__(
         self,
         student: nn.Module,
-        images: nn.Module,
         teacher: nn.Module,
+        recipe: ViewRecipe,
         num_classes: int,
+        optimizer: OptimizerFactory,
+        scheduler: StepScheduler | None = None,
         alpha: float = 0.9,
         temperature: float = 4.0,
-        lr: float = 2e-3,
-        weight_decay: float = 5e-4,
-        warmup_epochs: float = 0.0,
+        augment: bool = True,
+        crop_scale: tuple[float, float] = (0.65, 1.0),
         name: str = "student",
     ) -> None:
-        super().__init__(student, images, teacher, lr, weight_decay, warmup_epochs)
+        super().__init__(student, teacher, recipe, optimizer, scheduler, augment, crop_scale)
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"distill alpha must be in [0, 1], got {alpha}")
+            raise ValueError(f"distill.alpha={alpha} must be in [0, 1]")
         self.head = LinearHead(feature_dim(student), num_classes)
         self.alpha = alpha
-        self.temperature = temperature
+        self.temperature = check_temperature(temperature, "distill.temperature")
         self.name = name
         self.test_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
@@ -173,18 +185,21 @@ class RepresentationDistillation(_StudentModule):
     def __init__(
         self,
         student: nn.Module,
-        images: nn.Module,
         teacher: nn.Module,
+        recipe: ViewRecipe,
         teacher_dim: int,
+        optimizer: OptimizerFactory,
+        scheduler: StepScheduler | None = None,
         queue_size: int = 4096,
         student_temperature: float = 0.07,
         teacher_temperature: float = 0.01,
         hidden_dim: int = 512,
-        lr: float = 2e-3,
-        weight_decay: float = 5e-4,
-        warmup_epochs: float = 0.0,
+        augment: bool = True,
+        crop_scale: tuple[float, float] = (0.65, 1.0),
     ) -> None:
-        super().__init__(student, images, teacher, lr, weight_decay, warmup_epochs)
+        super().__init__(student, teacher, recipe, optimizer, scheduler, augment, crop_scale)
+        check_temperature(student_temperature, "distill.student_temperature")
+        check_temperature(teacher_temperature, "distill.teacher_temperature")
         if queue_size < 1:
             raise ValueError(f"seed queue_size must be >= 1, got {queue_size}")
         self.projection = ProjectionHead(feature_dim(student), hidden_dim, teacher_dim)

@@ -41,9 +41,10 @@ class SimCLR(pl.LightningModule):
             unchanged); the first steps pay the compilation (about 20-40 s on the CPU).
         compile_mode: ``torch.compile``'s ``mode``: ``default``, ``reduce-overhead``,
             ``max-autotune`` or ``max-autotune-no-cudagraphs``.
-        lr_scaling: ``none``, ``linear`` or ``sqrt``: scale the optimiser's ``lr`` (then the
-            rate at a global batch of 256) with the global batch, per-process batch x
-            processes x accumulation (:func:`contrastive.optim.scale_learning_rate`).
+        lr_scaling: ``none``, ``linear`` or ``sqrt``: scale the built optimiser's rates
+            (then the rates at a global batch of 256) with the global batch, per-process
+            batch x processes x accumulation (:func:`contrastive.optim.scale_learning_rate`),
+            before the schedule starts from them.
         augment_seed: seed of the view generator; each process adds its global rank, so
             ranks draw different augmentations.
     """
@@ -73,7 +74,7 @@ class SimCLR(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
         if lr_scaling not in ("none", "linear", "sqrt"):
-            raise ValueError(f"lr_scaling must be none, linear or sqrt, got {lr_scaling!r}")
+            raise ValueError(f"method.lr_scaling must be none, linear or sqrt, got {lr_scaling!r}")
         self.lr_scaling = lr_scaling
         self.augment_seed = augment_seed
         self._view_generator: torch.Generator | None = None
@@ -82,7 +83,7 @@ class SimCLR(pl.LightningModule):
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
-                f"model.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
+                f"method.compile_mode must be one of {', '.join(COMPILE_MODES)}, "
                 f"got {compile_mode!r}"
             )
         if compile:
@@ -192,18 +193,16 @@ class SimCLR(pl.LightningModule):
         return int(datamodule.train_batches(trainer.world_size, trainer.limit_train_batches))
 
     def configure_optimizers(self) -> Any:
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        modules = nn.ModuleList([self.backbone, self.projection_head])
-        groups = param_groups(modules, weight_decay)
-        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        if self.lr_scaling != "none" and base_lr is not None:
+        optimizer = self.optimizer_factory(
+            param_groups(nn.ModuleList([self.backbone, self.projection_head]))
+        )
+        if self.lr_scaling != "none":
             datamodule = getattr(self.trainer, "datamodule", None)
             batch_size = int(getattr(datamodule, "batch_size", 256))
             global_batch = batch_size * self.trainer.world_size
             global_batch *= self.trainer.accumulate_grad_batches
-            for group in groups:
-                group["lr"] = scale_learning_rate(base_lr, global_batch, self.lr_scaling)
-        optimizer = self.optimizer_factory(groups)
+            for group in optimizer.param_groups:
+                group["lr"] = scale_learning_rate(group["lr"], global_batch, self.lr_scaling)
         if self.scheduler_factory is None:
             return optimizer
         batches = self._training_batches()

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 # (row label, job directory, metric key)
 ROWS: tuple[tuple[str, str, str], ...] = (
@@ -75,9 +75,9 @@ def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: 
     import wandb
 
     from contrastive.checkpoints import load_pretrained
-    from contrastive.train import git_commit
+    from contrastive.jobs.run import git_commit
 
-    _, source = load_pretrained(backbone)
+    source = load_pretrained(backbone).provenance
     rows = [
         [label, metrics.get(job, {}).get(key)]
         for label, job, key in ROWS
@@ -86,14 +86,14 @@ def log_results_to_wandb(out: Path, metrics: dict[str, dict[str, Any]], report: 
     run = wandb.init(
         project="contrastive",
         dir=str(out),
-        group=source.get("wandb_group"),
+        group=source.wandb_group,
         job_type="demo",
         name=f"demo-{out.name}",
         mode="online" if os.environ.get("WANDB_MODE") == "online" else "offline",
         config={
             "demo_dir": str(out),
             "git_commit": git_commit(),
-            "pretrain_config": source.get("config"),
+            "pretrain_config": source.config,
         },
     )
     run.log({"demo/results": wandb.Table(columns=["method", "top-1"], data=rows)})
