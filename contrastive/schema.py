@@ -140,7 +140,7 @@ def signature_schema(
         elif isinstance(default, tuple | list):
             spec = field(default_factory=functools.partial(list, default))
         elif dataclasses.is_dataclass(hint):
-            spec = field(default_factory=hint)
+            spec = field(default_factory=hint)  # type: ignore[arg-type]
         elif default is None or isinstance(default, _PLAIN):
             spec = field(default=default)
         else:  # an object a config cannot hold (a timedelta, ...): the YAML must build it
