@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
-from contrastive.callbacks.knn import knn_top1
 from contrastive.checkpoints import (
     PROBE_HEAD_FILE,
     load_pretrained,
@@ -33,6 +32,7 @@ from contrastive.checkpoints import (
 )
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
+from contrastive.metrics import knn_top1
 from contrastive.train import build_logger, finish_job, provenance
 from contrastive.transforms import ImageInputs, ViewRecipe
 

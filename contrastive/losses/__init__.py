@@ -24,7 +24,6 @@ from contrastive.losses.info_nce import (
     contrastive_loss,
     info_nce,
     multi_view_info_nce,
-    similarity_stats,
 )
 from contrastive.losses.regression import L2Loss, l2_loss
 
@@ -47,7 +46,6 @@ __all__ = [
     "nll_loss",
     "seed_loss",
     "sigmoid",
-    "similarity_stats",
     "softmax_with_temperature",
     "tanh",
 ]

@@ -38,7 +38,6 @@ __all__ = [
     "contrastive_loss",
     "info_nce",
     "multi_view_info_nce",
-    "similarity_stats",
 ]
 
 # Measured on the 2-core CPU (docs/BENCHMARKS.md, scripts/bench_loss.py): the blocked path is
@@ -369,50 +368,6 @@ def info_nce(
     """
     _check_pair(z_a, z_b)
     return multi_view_info_nce(torch.stack([z_a, z_b]), temperature, block_size=block_size)
-
-
-@torch.no_grad()
-def similarity_stats(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
-    r"""Mean cosine similarity of positive and of negative pairs of a two-view batch, for logging.
-
-    With :math:`s` the cosine similarities of the ``2N`` embeddings ``[z_a; z_b]``:
-
-    - ``"pos_sim"`` :math:`= \frac{1}{N} \sum_n s(z_{a,n}, z_{b,n})`;
-    - ``"neg_sim"`` = mean of :math:`s_{ik}` over the ordered pairs ``i != k`` that are not
-      the two views of one sample (the ``2N (2N - 2)`` negatives of :func:`info_nce`); NaN when
-      ``N = 1`` (no negatives).
-
-    Computed without gradient, in float32 (float64 for float64 inputs).
-
-    Args:
-        z_a: (N, D) embeddings of the first view.
-        z_b: (N, D) embeddings of the second view.
-
-    Returns:
-        ``{"pos_sim": scalar, "neg_sim": scalar}``.
-
-    Examples:
-        >>> stats = similarity_stats(torch.eye(3), torch.eye(3))
-        >>> {name: round(value.item(), 4) for name, value in stats.items()}
-        {'pos_sim': 1.0, 'neg_sim': 0.0}
-    """
-    _check_pair(z_a, z_b)
-    num_samples = z_a.shape[0]
-    dtype = _compute_dtype(z_a, z_b)
-    with _autocast_disabled(z_a.device):
-        embeddings = torch.cat([z_a, z_b]).to(dtype)  # (2N, D)
-        embeddings = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
-        similarities = embeddings @ embeddings.T  # (2N, 2N)
-    indices = torch.arange(2 * num_samples, device=z_a.device)  # (2N,)
-    partner = (indices + num_samples) % (2 * num_samples)  # (2N,)
-    negative_mask = (indices[:, None] != indices[None, :]) & (
-        partner[:, None] != indices[None, :]
-    )  # (2N, 2N)
-    positive_similarities = similarities[:num_samples, num_samples:].diagonal()  # (N,)
-    return {
-        "pos_sim": positive_similarities.mean(),
-        "neg_sim": similarities[negative_mask].mean(),
-    }
 
 
 class InfoNCELoss(nn.Module):
