@@ -31,7 +31,12 @@ from torch import Tensor, nn
 
 from contrastive import distributed
 from contrastive.losses.activations import _check_temperature
-from contrastive.losses.blocked import BlockedContrastiveLosses
+from contrastive.losses.blocked import (
+    BlockedContrastiveLosses,
+    BlockSize,
+    check_block_size,
+    resolve_block_size,
+)
 
 __all__ = [
     "InfoNCELoss",
@@ -39,48 +44,6 @@ __all__ = [
     "info_nce",
     "multi_view_info_nce",
 ]
-
-# Measured on the 2-core CPU (docs/BENCHMARKS.md, scripts/bench_loss.py): the blocked path is
-# as fast as the dense one at 2N = 512 and faster from 2N = 1024 on (1.4x at 1024, 3.5x at
-# 4096), so "auto" takes it from 1024 x 1024 similarities up; 512-row blocks were the fastest
-# at 2N = 4096 and 16384, and the buffer is capped at 256 MiB for very large C.
-AUTO_BLOCKED_MIN_ENTRIES = 1024 * 1024
-AUTO_BLOCK_ROWS = 512
-AUTO_BLOCK_MAX_BYTES = 256 * 2**20
-
-BlockSize = int | str | None
-"""``"auto"`` (the default): blocked above :data:`AUTO_BLOCKED_MIN_ENTRIES` similarities, in
-blocks of :data:`AUTO_BLOCK_ROWS` rows; an int: always blocked, that many rows; ``None``:
-always dense."""
-
-
-def check_block_size(block_size: BlockSize) -> BlockSize:
-    """``block_size`` if it is ``"auto"``, ``None`` or an int >= 1; ValueError otherwise."""
-    if block_size is None or block_size == "auto":
-        return block_size
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(
-            f"block_size must be 'auto', null (the dense path) or an integer >= 1 (rows per "
-            f"block), got {block_size!r}"
-        )
-    return block_size
-
-
-def resolve_block_size(
-    block_size: BlockSize, num_anchors: int, num_candidates: int, itemsize: int = 4
-) -> int | None:
-    """The rows per block for ``block_size`` at this size, or ``None`` for the dense path."""
-    check_block_size(block_size)
-    if isinstance(block_size, int):
-        return None if block_size >= num_anchors else block_size
-    if block_size is None:
-        return None
-    if num_anchors * num_candidates < AUTO_BLOCKED_MIN_ENTRIES:
-        return None
-    rows = AUTO_BLOCK_MAX_BYTES // max(num_candidates * itemsize, 1)
-    rows = max(16, min(AUTO_BLOCK_ROWS, rows))
-    return None if rows >= num_anchors else rows
-
 
 # eps of F.normalize: an all-zero embedding stays the zero vector (similarity 0 to everything)
 # instead of producing NaN.
@@ -130,7 +93,7 @@ def _per_anchor_losses(
     Shapes: anchors (A, D), candidates (C, D), anchor_labels (A,), candidate_labels (C,),
     self_index (A,). Returns ``(losses (A,), has_positive (A,) bool)``; the loss of an anchor
     without positives is its log-denominator alone and must be discarded by the caller.
-    ``block_size`` picks the path (:func:`resolve_block_size`): the blocked one
+    ``block_size`` picks the path (:func:`contrastive.losses.blocked.resolve_block_size`): the blocked one
     (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`) gives the same values and
     gradients with O(block x C) memory instead of O(A x C).
     """
