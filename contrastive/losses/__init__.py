@@ -5,6 +5,7 @@ Pure torch: nothing here imports Lightning or Hydra.
 
 from contrastive.losses.activations import (
     SoftmaxWithTemperature,
+    check_temperature,
     log_softmax_with_temperature,
     sigmoid,
     softmax_with_temperature,
@@ -36,6 +37,7 @@ __all__ = [
     "NLLLoss",
     "SoftmaxWithTemperature",
     "binary_cross_entropy_with_logits",
+    "check_temperature",
     "contrastive_loss",
     "cross_entropy",
     "info_nce",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive import distributed
-from contrastive.losses.activations import _check_temperature
+from contrastive.losses.activations import check_temperature
 from contrastive.losses.blocked import (
     BlockedContrastiveLosses,
     BlockSize,
@@ -198,7 +198,7 @@ def contrastive_loss(
         >>> round(loss.item(), 4)
         0.2899
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     losses, has_positive = _per_anchor_losses(
         anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, block_size
     )
@@ -395,7 +395,7 @@ class InfoNCELoss(nn.Module):
         block_size: BlockSize = "auto",
     ) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
         self.block_size = check_block_size(block_size)
 
