@@ -33,6 +33,7 @@ from contrastive.checkpoints import (
 from contrastive.errors import ConfigError
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
 from contrastive.metrics import knn_top1
+from contrastive.plots import save_confusion_png
 from contrastive.train import build_logger, finish_job, provenance
 from contrastive.transforms import ImageInputs, ViewRecipe
 
@@ -65,27 +66,6 @@ def check_data(datamodule: Any, backbone: nn.Module, info: dict[str, Any], cfg: 
             f"data.num_classes={cfg.data.num_classes} but the labels of '{cfg.data.dataset}' "
             f"go up to {largest}; set data.num_classes={largest + 1}"
         )
-
-
-def save_confusion_png(confusion: Tensor, classes: tuple[str, ...], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = max(4.0, 0.5 * len(classes))
-    figure, axes = plt.subplots(figsize=(size + 1, size))
-    rates = confusion.float() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
-    image = axes.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(classes)), classes, rotation=60, ha="right")
-    axes.set_yticks(range(len(classes)), classes)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title("linear probe: confusion (row-normalised)")
-    figure.colorbar(image)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def pixel_backbone(datamodule: Any) -> tuple[nn.Module, dict[str, Any]]:
