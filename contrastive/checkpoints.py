@@ -1,4 +1,5 @@
-"""Load a pretrained backbone from a run directory, ``backbone.pt`` or a Lightning ``.ckpt``.
+"""Write and load a pretrained backbone (``backbone.pt``; also read from a run directory or a
+Lightning ``.ckpt``) and the probe job's linear head (``probe_head.pt``).
 
 Everything is read with ``torch.load(weights_only=True)``: tensors and plain containers
 only, so a file from a stranger cannot run code; a file that needs more is refused unless
@@ -17,8 +18,11 @@ import torch
 from torch import nn
 
 from contrastive.atomic import atomic_save
-from contrastive.backbones import BACKBONE_FORMAT, build_backbone, feature_dim
+from contrastive.backbones import build_backbone, feature_dim
 from contrastive.heads import LinearHead
+
+# The marker save_backbone writes and load_pretrained looks for.
+BACKBONE_FORMAT = "contrastive.backbone/1"
 
 # The marker of the linear head the probe job writes beside its backbone.pt.
 PROBE_HEAD_FORMAT = "contrastive.probe_head/1"
@@ -84,6 +88,23 @@ def resolve(path: str | Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file or run directory")
     return path
+
+
+def save_backbone(backbone: nn.Module, path: str, **extra: Any) -> None:
+    """Write the weights plus the spec needed to rebuild them (``torch.load``-safe).
+
+    :func:`load_pretrained` rebuilds and loads the file."""
+    spec = getattr(backbone, "backbone_spec", None)
+    if spec is None:
+        raise ValueError("backbone was not built by build_backbone; it has no backbone_spec")
+    payload = {
+        "format": BACKBONE_FORMAT,
+        "spec": spec,
+        "feature_dim": feature_dim(backbone),
+        "state_dict": backbone.state_dict(),
+        **extra,
+    }
+    atomic_save(payload, path)
 
 
 def load_pretrained(path: str | Path, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:

@@ -25,11 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from contrastive import distributed
-from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
+from contrastive.backbones import build_backbone, feature_dim, in_channels
 from contrastive.checkpoints import (
     PROBE_HEAD_FILE,
     load_pretrained,
     load_teacher,
+    save_backbone,
     save_probe_head,
     trusts_checkpoints,
 )

@@ -23,10 +23,11 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from contrastive.backbones import build_backbone, feature_dim, in_channels, save_backbone
+from contrastive.backbones import build_backbone, feature_dim, in_channels
 from contrastive.checkpoints import (
     PROBE_HEAD_FILE,
     load_pretrained,
+    save_backbone,
     save_probe_head,
     trusts_checkpoints,
 )

@@ -23,9 +23,14 @@ from torch import Tensor, nn
 
 from contrastive import distributed
 from contrastive.atomic import AtomicCheckpointIO
-from contrastive.backbones import in_channels, save_backbone
+from contrastive.backbones import in_channels
 from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
-from contrastive.checkpoints import checkpoint_problem, read_checkpoint, trusts_checkpoints
+from contrastive.checkpoints import (
+    checkpoint_problem,
+    read_checkpoint,
+    save_backbone,
+    trusts_checkpoints,
+)
 from contrastive.errors import ConfigError, Preempted
 from contrastive.methods import SimCLR
 
