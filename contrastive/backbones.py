@@ -1,7 +1,8 @@
 """Named backbones: ``build_backbone(name, ...)`` returns a module with ``feature_dim``.
 
 Every backbone maps ``(B, C, H, W)`` images to ``(B, feature_dim)`` features and can be
-rebuilt from ``(name, kwargs)`` alone, which is what ``backbone.pt`` stores.
+rebuilt from ``(name, kwargs)`` alone, which is what ``backbone.pt`` stores (written and
+read by :mod:`contrastive.checkpoints`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from typing import Any
 
 import torchvision
 from torch import Tensor, nn
-
-from contrastive.atomic import atomic_save
 
 
 class SmallCNN(nn.Module):
@@ -167,24 +166,3 @@ def in_channels(backbone: nn.Module) -> int:
     if not isinstance(channels, int):
         raise TypeError(f"{type(backbone).__name__} has no integer attribute 'in_channels'")
     return channels
-
-
-# The marker save_backbone writes; contrastive.checkpoints.load_pretrained reads it back.
-BACKBONE_FORMAT = "contrastive.backbone/1"
-
-
-def save_backbone(backbone: nn.Module, path: str, **extra: Any) -> None:
-    """Write the weights plus the spec needed to rebuild them (``torch.load``-safe).
-
-    :func:`contrastive.checkpoints.load_pretrained` rebuilds and loads the file."""
-    spec = getattr(backbone, "backbone_spec", None)
-    if spec is None:
-        raise ValueError("backbone was not built by build_backbone; it has no backbone_spec")
-    payload = {
-        "format": BACKBONE_FORMAT,
-        "spec": spec,
-        "feature_dim": feature_dim(backbone),
-        "state_dict": backbone.state_dict(),
-        **extra,
-    }
-    atomic_save(payload, path)

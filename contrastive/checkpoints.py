@@ -1,4 +1,5 @@
-"""Load a pretrained backbone from a run directory, ``backbone.pt`` or a Lightning ``.ckpt``.
+"""Write and load a pretrained backbone (``backbone.pt``; also read from a run directory or a
+Lightning ``.ckpt``) and the probe job's linear head (``probe_head.pt``).
 
 Everything is read with ``torch.load(weights_only=True)``: tensors and plain containers
 only, so a file from a stranger cannot run code; a file that needs more is refused unless
@@ -20,12 +21,15 @@ import torch
 from torch import nn
 
 from contrastive.atomic import atomic_save
-from contrastive.backbones import BACKBONE_FORMAT, build_backbone, feature_dim
+from contrastive.backbones import build_backbone, feature_dim
 from contrastive.errors import ConfigError
 from contrastive.heads import LinearHead
 from contrastive.transforms.recipe import ViewRecipe
 
 log = logging.getLogger(__name__)
+
+# The marker save_backbone writes and load_pretrained looks for.
+BACKBONE_FORMAT = "contrastive.backbone/1"
 
 # The marker of the linear head the probe job writes beside its backbone.pt.
 PROBE_HEAD_FORMAT = "contrastive.probe_head/1"
@@ -81,7 +85,7 @@ class Pretrained:
     """
 
     backbone: nn.Module
-    recipe: ViewRecipe
+    recipe: ViewRecipe | None
     spec: dict[str, Any]
     path: str
     provenance: Provenance = field(default_factory=Provenance)
@@ -90,6 +94,16 @@ class Pretrained:
     metrics: dict[str, Any] = field(default_factory=dict)
     head: ProbeHead | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def preprocessing(self) -> ViewRecipe:
+        """The recipe, whose evaluation path (:func:`~contrastive.transforms.eval_images`)
+        turns images into this backbone's inputs; a file without one cannot be evaluated."""
+        if self.recipe is None:
+            raise CheckpointError(
+                f"{self.path} records no view recipe, so its input preprocessing is unknown; "
+                "pass a backbone.pt or last.ckpt written by the pretraining job"
+            )
+        return self.recipe
 
     @property
     def teacher_metrics(self) -> dict[str, Any]:
@@ -154,6 +168,23 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
+def save_backbone(backbone: nn.Module, path: str, **extra: Any) -> None:
+    """Write the weights plus the spec needed to rebuild them (``torch.load``-safe).
+
+    :func:`load_pretrained` rebuilds and loads the file."""
+    spec = getattr(backbone, "backbone_spec", None)
+    if spec is None:
+        raise ValueError("backbone was not built by build_backbone; it has no backbone_spec")
+    payload = {
+        "format": BACKBONE_FORMAT,
+        "spec": spec,
+        "feature_dim": feature_dim(backbone),
+        "state_dict": backbone.state_dict(),
+        **extra,
+    }
+    atomic_save(payload, path)
+
+
 # The entries of a backbone file that Pretrained holds in fields of their own.
 _RECORDED = frozenset(
     ("format", "spec", "recipe", "wandb_group", "config", "git_commit")
@@ -202,8 +233,8 @@ def load_pretrained(path: str | Path, trust: bool = False) -> Pretrained:
         )
     backbone.load_state_dict(state)
     try:
-        recipe = ViewRecipe(**info["recipe"])
-    except (KeyError, TypeError, ValueError) as error:
+        recipe = ViewRecipe(**info["recipe"]) if info.get("recipe") else None
+    except (TypeError, ValueError) as error:
         raise CheckpointError(f"{file}: its view recipe is unusable ({error})") from None
     return Pretrained(
         backbone=backbone.eval(),

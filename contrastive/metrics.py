@@ -1,21 +1,35 @@
-r"""Representation-health metrics of embeddings (pure torch, no Lightning).
+r"""Metrics of embeddings: representation health, pair similarities, kNN accuracy (pure
+torch, no Lightning).
 
 - :func:`alignment` and :func:`uniformity`: Wang and Isola (2020), "Understanding
   Contrastive Representation Learning through Alignment and Uniformity on the Hypersphere".
 - :func:`effective_rank`: RankMe, Garrido et al. (2023), "RankMe: Assessing the Downstream
   Performance of Pretrained Self-Supervised Representations by Their Rank". A collapsing
   representation shows as a falling rank.
+- :func:`similarity_stats`: mean cosine similarity of the positive and of the negative pairs
+  of a two-view batch (what SimCLR logs as ``train/pos_sim`` and ``train/neg_sim``).
+- :func:`knn_predict` and :func:`knn_top1`: the weighted kNN vote of Wu et al. (2018),
+  "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", scored by the
+  pretraining monitor (:class:`contrastive.callbacks.KNNMonitor`) and the kNN job.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["alignment", "effective_rank", "uniformity"]
+__all__ = [
+    "alignment",
+    "effective_rank",
+    "knn_predict",
+    "knn_top1",
+    "similarity_stats",
+    "uniformity",
+]
 
 
 def alignment(z1: Tensor, z2: Tensor, alpha: float = 2.0) -> Tensor:
@@ -82,3 +96,126 @@ def effective_rank(z: Tensor, eps: float = 1e-7) -> Tensor:
     singular = torch.linalg.svdvals(z.float())
     p = singular / singular.sum().clamp_min(torch.finfo(torch.float32).tiny) + eps
     return torch.exp(-(p * p.log()).sum())
+
+
+# similarity_stats follows the contrastive losses' precision rule (contrastive.losses.info_nce):
+# float32 (float64 for float64 inputs) with autocast off, and F.normalize's eps, so an all-zero
+# embedding has similarity 0 to everything instead of NaN.
+_NORMALIZE_EPS = 1e-12
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64, otherwise float32 (fp16/bf16 are upcast)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _autocast_disabled(device: torch.device) -> AbstractContextManager[object]:
+    """Context disabling autocast on ``device`` so matmuls run in the inputs' dtype."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return nullcontext()
+
+
+def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
+    if z_a.ndim != 2 or z_a.shape != z_b.shape or z_a.shape[0] == 0:
+        raise ValueError(
+            "z_a and z_b must be non-empty (N, D) tensors of the same shape, got "
+            f"{tuple(z_a.shape)} and {tuple(z_b.shape)}"
+        )
+
+
+@torch.no_grad()
+def similarity_stats(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
+    r"""Mean cosine similarity of positive and of negative pairs of a two-view batch, for logging.
+
+    With :math:`s` the cosine similarities of the ``2N`` embeddings ``[z_a; z_b]``:
+
+    - ``"pos_sim"`` :math:`= \frac{1}{N} \sum_n s(z_{a,n}, z_{b,n})`;
+    - ``"neg_sim"`` = mean of :math:`s_{ik}` over the ordered pairs ``i != k`` that are not
+      the two views of one sample (the ``2N (2N - 2)`` negatives of :func:`contrastive.losses.info_nce`); NaN when
+      ``N = 1`` (no negatives).
+
+    Computed without gradient, in float32 (float64 for float64 inputs).
+
+    Args:
+        z_a: (N, D) embeddings of the first view.
+        z_b: (N, D) embeddings of the second view.
+
+    Returns:
+        ``{"pos_sim": scalar, "neg_sim": scalar}``.
+
+    Examples:
+        >>> stats = similarity_stats(torch.eye(3), torch.eye(3))
+        >>> {name: round(value.item(), 4) for name, value in stats.items()}
+        {'pos_sim': 1.0, 'neg_sim': 0.0}
+    """
+    _check_pair(z_a, z_b)
+    num_samples = z_a.shape[0]
+    dtype = _compute_dtype(z_a, z_b)
+    with _autocast_disabled(z_a.device):
+        embeddings = torch.cat([z_a, z_b]).to(dtype)  # (2N, D)
+        embeddings = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
+        similarities = embeddings @ embeddings.T  # (2N, 2N)
+    indices = torch.arange(2 * num_samples, device=z_a.device)  # (2N,)
+    partner = (indices + num_samples) % (2 * num_samples)  # (2N,)
+    negative_mask = (indices[:, None] != indices[None, :]) & (
+        partner[:, None] != indices[None, :]
+    )  # (2N, 2N)
+    positive_similarities = similarities[:num_samples, num_samples:].diagonal()  # (N,)
+    return {
+        "pos_sim": positive_similarities.mean(),
+        "neg_sim": similarities[negative_mask].mean(),
+    }
+
+
+def knn_predict(
+    query: Tensor,
+    bank: Tensor,
+    bank_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Class scores of a cosine-similarity, temperature-weighted kNN vote.
+
+    For query ``q`` with neighbours ``n_1..n_k`` (highest cosine similarity ``s_j`` in the
+    bank), ``score_c(q) = sum_j exp(s_j / temperature) * [label(n_j) = c]``.
+    ``query`` (Q, D), ``bank`` (M, D), ``bank_labels`` (M,) -> scores (Q, num_classes).
+
+    Examples:
+        >>> bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+        >>> labels = torch.tensor([0, 0, 1])
+        >>> knn_predict(torch.tensor([[1.0, 0.05]]), bank, labels, 2, k=2).argmax(1).tolist()
+        [0]
+    """
+    if temperature <= 0:
+        raise ValueError(f"knn temperature must be > 0, got {temperature}")
+    k = min(k, bank.shape[0])
+    bank = F.normalize(bank.float(), dim=1)
+    scores = []
+    for start in range(0, query.shape[0], chunk_size):
+        chunk = F.normalize(query[start : start + chunk_size].float(), dim=1)
+        similarity = chunk @ bank.T  # (q, M)
+        top_sim, top_idx = similarity.topk(k, dim=1)  # (q, k)
+        weights = (top_sim / temperature).exp()
+        votes = torch.zeros(chunk.shape[0], num_classes, device=chunk.device)
+        votes.scatter_add_(1, bank_labels[top_idx], weights)  # (q, C)
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def knn_top1(
+    bank: Tensor,
+    bank_labels: Tensor,
+    test: Tensor,
+    test_labels: Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> tuple[Tensor, int]:
+    """Top-1 accuracy of :func:`knn_predict` on ``test`` against ``bank``, and how many bank
+    samples voted: those with a label ``< 0`` (unlabelled) cannot vote."""
+    keep = bank_labels >= 0
+    num_classes = int(max(bank_labels.max(), test_labels.max()).item()) + 1
+    scores = knn_predict(test, bank[keep], bank_labels[keep], num_classes, k, temperature)
+    return (scores.argmax(dim=1) == test_labels).float().mean(), int(keep.sum())

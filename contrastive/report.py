@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contrastive.callbacks.media import draw_curves
+from contrastive.plots import draw_curves
 
 # (column title, metrics.json key, format)
 COLUMNS: tuple[tuple[str, str, str], ...] = (

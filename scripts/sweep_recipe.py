@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from contrastive.backbones import SmallCNN
-from contrastive.callbacks.knn import knn_predict
 from contrastive.data.sources import load_fashion_mnist
 from contrastive.heads import LinearHead, ProjectionHead
+from contrastive.metrics import knn_predict
 from contrastive.transforms import BatchedViews, normalize, preset, to_float
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from contrastive.backbones import build_backbone, save_backbone
-from contrastive.checkpoints import CheckpointError, load_teacher
+from contrastive.backbones import build_backbone
+from contrastive.checkpoints import CheckpointError, load_teacher, save_backbone
 from contrastive.errors import ConfigError
 from contrastive.jobs.demo import ROWS
 from contrastive.jobs.distill import distill

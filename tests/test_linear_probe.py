@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from contrastive.backbones import build_backbone, save_backbone
-from contrastive.checkpoints import CheckpointError, load_pretrained
+from contrastive.backbones import build_backbone
+from contrastive.checkpoints import CheckpointError, load_pretrained, save_backbone
 from contrastive.errors import ConfigError
 from contrastive.jobs.linear_probe import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs

@@ -3,7 +3,7 @@ health, pictures, progress, and stopping and resuming without losing work."""
 
 from contrastive.callbacks.checkpoint import BestCheckpoint, LastCheckpoint
 from contrastive.callbacks.health import TrainingHealth
-from contrastive.callbacks.knn import KNNMonitor, knn_predict
+from contrastive.callbacks.knn import KNNMonitor
 from contrastive.callbacks.media import MediaLogger
 from contrastive.callbacks.nonfinite import NonFiniteGuard
 from contrastive.callbacks.online_probe import OnlineLinearProbe
@@ -24,6 +24,5 @@ __all__ = [
     "RNGStates",
     "TrainingHealth",
     "ViewThroughput",
-    "knn_predict",
     "progress_bar",
 ]

@@ -1,4 +1,5 @@
-"""Weighted k-nearest-neighbour accuracy of backbone features (Wu et al., 2018)."""
+"""The kNN monitor: weighted k-nearest-neighbour accuracy of backbone features during
+pretraining (Wu et al., 2018), scored by :func:`contrastive.metrics.knn_top1`."""
 
 from __future__ import annotations
 
@@ -6,63 +7,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.callbacks.gather import eval_set_size, gather_in_order
-
-
-def knn_predict(
-    query: Tensor,
-    bank: Tensor,
-    bank_labels: Tensor,
-    num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 1024,
-) -> Tensor:
-    """Class scores of a cosine-similarity, temperature-weighted kNN vote.
-
-    For query ``q`` with neighbours ``n_1..n_k`` (highest cosine similarity ``s_j`` in the
-    bank), ``score_c(q) = sum_j exp(s_j / temperature) * [label(n_j) = c]``.
-    ``query`` (Q, D), ``bank`` (M, D), ``bank_labels`` (M,) -> scores (Q, num_classes).
-
-    Examples:
-        >>> bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-        >>> labels = torch.tensor([0, 0, 1])
-        >>> knn_predict(torch.tensor([[1.0, 0.05]]), bank, labels, 2, k=2).argmax(1).tolist()
-        [0]
-    """
-    if temperature <= 0:
-        raise ValueError(f"knn temperature must be > 0, got {temperature}")
-    k = min(k, bank.shape[0])
-    bank = F.normalize(bank.float(), dim=1)
-    scores = []
-    for start in range(0, query.shape[0], chunk_size):
-        chunk = F.normalize(query[start : start + chunk_size].float(), dim=1)
-        similarity = chunk @ bank.T  # (q, M)
-        top_sim, top_idx = similarity.topk(k, dim=1)  # (q, k)
-        weights = (top_sim / temperature).exp()
-        votes = torch.zeros(chunk.shape[0], num_classes, device=chunk.device)
-        votes.scatter_add_(1, bank_labels[top_idx], weights)  # (q, C)
-        scores.append(votes)
-    return torch.cat(scores)
-
-
-def knn_top1(
-    bank: Tensor,
-    bank_labels: Tensor,
-    test: Tensor,
-    test_labels: Tensor,
-    k: int = 200,
-    temperature: float = 0.1,
-) -> tuple[Tensor, int]:
-    """Top-1 accuracy of :func:`knn_predict` on ``test`` against ``bank``, and how many bank
-    samples voted: those with a label ``< 0`` (unlabelled) cannot vote."""
-    keep = bank_labels >= 0
-    num_classes = int(max(bank_labels.max(), test_labels.max()).item()) + 1
-    scores = knn_predict(test, bank[keep], bank_labels[keep], num_classes, k, temperature)
-    return (scores.argmax(dim=1) == test_labels).float().mean(), int(keep.sum())
+from contrastive.metrics import knn_top1
 
 
 class KNNMonitor(pl.Callback):

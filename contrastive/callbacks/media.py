@@ -7,6 +7,9 @@
 - ``curves.png`` (and ``history.jsonl``, the numbers behind it): loss and accuracy curves;
 - a W&B table ``media/embeddings`` of test thumbnails, labels, 2-D coordinates and
   PCA-reduced features at the last epoch, for W&B's embedding projector.
+
+The callback gathers the data and publishes the files; the figures themselves are drawn by
+:mod:`contrastive.plots`.
 """
 
 from __future__ import annotations
@@ -22,17 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive.callbacks.health import logging_step
+from contrastive.plots import draw_curves, draw_embedding_map, draw_similarities
 
 CURVE_KEYS = ("train/loss", "val/knn_top1", "val/online_top1")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _own_rng() -> Any:
@@ -169,19 +164,9 @@ class MediaLogger(pl.Callback):
         similarity = z1 @ z2.T  # (B, B)
         positives = similarity.diagonal()
         negatives = similarity[~torch.eye(len(z1), dtype=torch.bool)]
-        plt = _pyplot()
-        figure, axes = plt.subplots(figsize=(6, 3.5))
-        bins = torch.linspace(-1, 1, 81).numpy()
-        axes.hist(negatives.numpy(), bins=bins, density=True, alpha=0.6, label="negatives")
-        axes.hist(positives.numpy(), bins=bins, density=True, alpha=0.6, label="positives")
-        axes.set_xlabel("cosine similarity of projected embeddings")
-        axes.set_ylabel("density")
-        axes.set_title(f"epoch {trainer.current_epoch}: positive vs negative pairs")
-        axes.legend()
-        figure.tight_layout()
         path = self._dir(trainer) / f"similarities_epoch{trainer.current_epoch:03d}.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
+        title = f"epoch {trainer.current_epoch}: positive vs negative pairs"
+        draw_similarities(positives, negatives, title, path)
         self._publish(trainer, "media/similarities", path, f"epoch {trainer.current_epoch}")
 
     # --- the embedding map and table -----------------------------------------------------
@@ -233,26 +218,10 @@ class MediaLogger(pl.Callback):
         return list(classes) if classes else [str(i) for i in range(count)]
 
     def _draw_map(self, trainer: pl.Trainer, coords: Tensor, labels: Tensor, method: str) -> None:
-        plt = _pyplot()
         names = self._class_names(trainer, int(labels.max()) + 1)
-        figure, axes = plt.subplots(figsize=(7, 6))
-        colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-        for index in labels.unique().tolist():
-            mask = labels == index
-            axes.scatter(
-                *coords[mask].T.numpy(),
-                s=4,
-                color=colours(index % colours.N),
-                label=names[index] if index < len(names) else str(index),
-            )
-        axes.set_title(f"test features, {method}, epoch {trainer.current_epoch}")
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.legend(markerscale=3, fontsize=7, loc="best")
-        figure.tight_layout()
         path = self._dir(trainer) / f"embedding_map_epoch{trainer.current_epoch:03d}.png"
-        figure.savefig(path, dpi=90)
-        plt.close(figure)
+        title = f"test features, {method}, epoch {trainer.current_epoch}"
+        draw_embedding_map(coords, labels, names, title, path)
         self._publish(
             trainer, "media/embedding_map", path, f"{method}, epoch {trainer.current_epoch}"
         )
@@ -313,39 +282,3 @@ class MediaLogger(pl.Callback):
                 handle.write(json.dumps(row) + "\n")
         path = draw_curves({"this run": self.history}, directory / "curves.png")
         self._publish(trainer, "media/curves", path, "loss and accuracy")
-
-
-def draw_curves(runs: dict[str, list[dict[str, float]]], path: Path) -> Path:
-    """Loss against step and accuracies against epoch, one line per run; returns ``path``."""
-    plt = _pyplot()
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, history in runs.items():
-        losses = [(r["step"], r["train/loss"]) for r in history if "train/loss" in r]
-        if losses:
-            steps, values = zip(*losses, strict=True)
-            window = max(1, len(values) // 50)  # smoothed: a running mean over ~2% of steps
-            smooth = (
-                torch.tensor(values).unfold(0, window, 1).mean(dim=1)
-                if len(values) >= window
-                else torch.tensor(values)
-            )
-            loss_axes.plot(steps[window - 1 :], smooth.numpy(), label=name)
-        for key, style in (("val/knn_top1", "-o"), ("val/online_top1", "--s")):
-            points = [(r["epoch"] + 1, r[key]) for r in history if key in r]
-            if points:
-                epochs, values = zip(*points, strict=True)
-                accuracy_axes.plot(epochs, values, style, label=f"{name}: {key}")
-    loss_axes.set_xlabel("step")
-    loss_axes.set_ylabel("train/loss")
-    loss_axes.set_title("InfoNCE loss")
-    accuracy_axes.set_xlabel("epoch")
-    accuracy_axes.set_ylabel("top-1")
-    accuracy_axes.set_title("validation accuracy")
-    for axes in (loss_axes, accuracy_axes):
-        if axes.has_data():
-            axes.legend(fontsize=8)
-        axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path

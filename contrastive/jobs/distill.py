@@ -27,12 +27,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from contrastive.backbones import feature_dim, in_channels, save_backbone
+from contrastive.backbones import feature_dim, in_channels
 from contrastive.checkpoints import (
     PROBE_HEAD_FILE,
     Pretrained,
     load_pretrained,
     load_teacher,
+    save_backbone,
     save_probe_head,
 )
 from contrastive.errors import ConfigError
@@ -73,12 +74,13 @@ def built(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def save_student(run: Run, student: nn.Module, teacher: Pretrained, **extra: Any) -> None:
+    recipe = teacher.preprocessing()
     directory = run.output_dir / "student"
     directory.mkdir(parents=True, exist_ok=True)
     save_backbone(
         student.cpu(),
         str(directory / "backbone.pt"),
-        recipe=asdict(teacher.recipe),
+        recipe=asdict(recipe),
         **run.provenance(teacher.provenance).as_dict(),
         **extra,
     )
@@ -103,7 +105,8 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
         logger = run.logger(teacher.provenance)
         num_classes = int(datamodule.num_classes)
         dataset = str(datamodule.dataset)
-        channels = teacher.recipe.channels
+        recipe = teacher.preprocessing()
+        channels = recipe.channels
         metrics: dict[str, Any] = {}
         trainer: pl.Trainer | None = None
         if labelled:
@@ -115,9 +118,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             for name, alpha in runs:
                 pl.seed_everything(cfg.seed, workers=True)  # same weights and batch order
                 student = build_student(cfg.student, channels)
-                model = built(
-                    factory, student, network, teacher.recipe, num_classes, name=name, **alpha
-                )
+                model = built(factory, student, network, recipe, num_classes, name=name, **alpha)
                 train_loader, test_loader = datamodule.labelled_loaders(datamodule.batch_size)
                 trainer = build_trainer(cfg.trainer, [], logger=logger)
                 started = run.seconds()
@@ -158,7 +159,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             pl.seed_everything(cfg.seed, workers=True)
             student = build_student(cfg.student, channels)
             dim = feature_dim(teacher.backbone)
-            model = built(factory, student, teacher.backbone, teacher.recipe, dim)
+            model = built(factory, student, teacher.backbone, recipe, dim)
             train_loader, _ = datamodule.labelled_loaders(datamodule.batch_size)
             trainer = build_trainer(cfg.trainer, [], logger=logger)
             started = run.seconds()
@@ -168,7 +169,7 @@ def distill(cfg: DictConfig) -> dict[str, Any]:
             probe: LinearEvaluation = instantiate(cfg.probe, _convert_="all")
             probe_trainer = build_trainer(cfg.trainer, [], max_epochs=probe.epochs, logger=logger)
             fitted, outputs, labels = probe.fit(
-                student, teacher.recipe, datamodule, num_classes, probe_trainer
+                student, recipe, datamodule, num_classes, probe_trainer
             )
             results = evaluate_outputs(outputs, labels, fitted.objective)
             metrics["distill/student_probe_top1"] = float(results["probe/test_top1"])

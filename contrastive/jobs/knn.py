@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from contrastive.callbacks.knn import knn_top1
 from contrastive.checkpoints import load_pretrained
 from contrastive.jobs import checks
 from contrastive.jobs.run import Run
 from contrastive.methods.linear_probe import extract_features
+from contrastive.metrics import knn_top1
 from contrastive.transforms import ImageInputs
 
 
@@ -31,7 +31,9 @@ def knn_eval(cfg: DictConfig) -> dict[str, Any]:
         checks.check_classes(datamodule)
         checks.check_data(datamodule, pretrained)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        encoder = nn.Sequential(ImageInputs(pretrained.recipe), pretrained.backbone).to(device)
+        encoder = nn.Sequential(ImageInputs(pretrained.preprocessing()), pretrained.backbone).to(
+            device
+        )
         bank_loader, test_loader = datamodule.val_dataloader()
         bank, bank_labels = extract_features(encoder, bank_loader)
         test, test_labels = extract_features(encoder, test_loader)

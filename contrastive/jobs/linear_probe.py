@@ -15,8 +15,14 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from contrastive.backbones import build_backbone, save_backbone
-from contrastive.checkpoints import PROBE_HEAD_FILE, Pretrained, load_pretrained, save_probe_head
+from contrastive.backbones import build_backbone
+from contrastive.checkpoints import (
+    PROBE_HEAD_FILE,
+    Pretrained,
+    load_pretrained,
+    save_backbone,
+    save_probe_head,
+)
 from contrastive.errors import ConfigError
 from contrastive.jobs import checks
 from contrastive.jobs.run import Run, build_trainer
@@ -50,11 +56,12 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
             pretrained = load_pretrained(cfg.pretrained, trust=bool(cfg.trust_checkpoint))
         checks.check_classes(datamodule)
         checks.check_data(datamodule, pretrained)
+        recipe = pretrained.preprocessing()
         probe: LinearEvaluation = instantiate(cfg.probe, _convert_="all")
         trainer = build_trainer(cfg.trainer, [], logger=run.logger(pretrained.provenance))
         num_outputs = int(datamodule.num_classes)
         model, outputs, labels = probe.fit(
-            pretrained.backbone, pretrained.recipe, datamodule, num_outputs, trainer
+            pretrained.backbone, recipe, datamodule, num_outputs, trainer
         )
 
         results = evaluate_outputs(outputs, labels, model.objective)
@@ -77,7 +84,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
             save_backbone(
                 pretrained.backbone.cpu(),
                 str(run.output_dir / "backbone.pt"),
-                recipe=asdict(pretrained.recipe),
+                recipe=asdict(recipe),
                 dataset=str(datamodule.dataset),
                 num_classes=num_outputs,
                 source=pretrained.path,

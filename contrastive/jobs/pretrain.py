@@ -18,9 +18,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from contrastive.atomic import AtomicCheckpointIO
-from contrastive.backbones import save_backbone
 from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
-from contrastive.checkpoints import read_checkpoint, resume_checkpoint
+from contrastive.checkpoints import read_checkpoint, resume_checkpoint, save_backbone
 from contrastive.jobs import checks
 from contrastive.jobs.run import Run, build_logger, build_trainer, scalars
 from contrastive.transforms import ViewRecipe

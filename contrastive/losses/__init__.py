@@ -5,6 +5,7 @@ Pure torch: nothing here imports Lightning or Hydra.
 
 from contrastive.losses.activations import (
     SoftmaxWithTemperature,
+    check_temperature,
     log_softmax_with_temperature,
     sigmoid,
     softmax_with_temperature,
@@ -24,7 +25,6 @@ from contrastive.losses.info_nce import (
     contrastive_loss,
     info_nce,
     multi_view_info_nce,
-    similarity_stats,
 )
 from contrastive.losses.regression import L2Loss, l2_loss
 
@@ -37,6 +37,7 @@ __all__ = [
     "NLLLoss",
     "SoftmaxWithTemperature",
     "binary_cross_entropy_with_logits",
+    "check_temperature",
     "contrastive_loss",
     "cross_entropy",
     "info_nce",
@@ -47,7 +48,6 @@ __all__ = [
     "nll_loss",
     "seed_loss",
     "sigmoid",
-    "similarity_stats",
     "softmax_with_temperature",
     "tanh",
 ]

@@ -3,7 +3,9 @@
 The temperature ``T`` of a softmax divides the logits before normalisation: ``T > 1`` flattens
 the distribution towards uniform, ``T < 1`` sharpens it towards the arg-max one-hot. It is used
 by knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network")
-and, inside the contrastive losses, to scale cosine similarities.
+and, inside the contrastive losses, to scale cosine similarities. Every temperature of this
+package (activations, distillation and contrastive losses) is validated by
+:func:`check_temperature`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "SoftmaxWithTemperature",
+    "check_temperature",
     "log_softmax_with_temperature",
     "sigmoid",
     "softmax_with_temperature",
@@ -23,10 +26,19 @@ __all__ = [
 ]
 
 
-def _check_temperature(temperature: float, name: str = "temperature") -> float:
+def check_temperature(temperature: float, name: str = "temperature") -> float:
     """Return ``temperature`` as a float, or raise ``ValueError`` unless it is finite and > 0.
 
-    Shared by every loss and activation of this package that takes a temperature.
+    Shared by every loss and activation of this package that takes a temperature; ``name``
+    is the argument's name in the message.
+
+    Examples:
+        >>> check_temperature(2)
+        2.0
+        >>> check_temperature(0.0, "student_temperature")
+        Traceback (most recent call last):
+        ...
+        ValueError: student_temperature must be a finite number > 0, got 0.0
     """
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise ValueError(
@@ -66,7 +78,7 @@ def softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: int 
         >>> softmax_with_temperature(logits, temperature=100.0).round(decimals=2)
         tensor([[0.3300, 0.3300, 0.3400]])
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     return torch.softmax(logits / temperature, dim=dim)
 
 
@@ -93,7 +105,7 @@ def log_softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: 
         >>> log_softmax_with_temperature(logits, temperature=2.0)
         tensor([[-500.,    0.]])
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     return torch.log_softmax(logits / temperature, dim=dim)
 
 
@@ -160,7 +172,7 @@ class SoftmaxWithTemperature(nn.Module):
 
     def __init__(self, temperature: float = 1.0, dim: int = -1) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.dim = dim
 
     def forward(self, logits: Tensor) -> Tensor:

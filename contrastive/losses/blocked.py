@@ -18,6 +18,9 @@ mean logit of anchor ``i`` is :math:`a_i \cdot (S_{y_i} - [\text{self}]\, c_{\ma
 / (T |P(i)|)`, and their gradients are per-label sums of the same kind: O((A + C) D) work, and
 no ``(block, C)`` label mask. The result equals the dense path (values and gradients to
 rounding: 1e-9 relative in float64 in the tests).
+
+Which path a loss takes is decided here too: :func:`resolve_block_size` turns the losses'
+``block_size`` argument (``"auto"``, an int or ``None``) into rows per block or the dense path.
 """
 
 from __future__ import annotations
@@ -27,6 +30,47 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
+
+# Measured on the 2-core CPU (docs/BENCHMARKS.md, scripts/bench_loss.py): the blocked path is
+# as fast as the dense one at 2N = 512 and faster from 2N = 1024 on (1.4x at 1024, 3.5x at
+# 4096), so "auto" takes it from 1024 x 1024 similarities up; 512-row blocks were the fastest
+# at 2N = 4096 and 16384, and the buffer is capped at 256 MiB for very large C.
+AUTO_BLOCKED_MIN_ENTRIES = 1024 * 1024
+AUTO_BLOCK_ROWS = 512
+AUTO_BLOCK_MAX_BYTES = 256 * 2**20
+
+BlockSize = int | str | None
+"""``"auto"`` (the default): blocked above :data:`AUTO_BLOCKED_MIN_ENTRIES` similarities, in
+blocks of :data:`AUTO_BLOCK_ROWS` rows; an int: always blocked, that many rows; ``None``:
+always dense."""
+
+
+def check_block_size(block_size: BlockSize) -> BlockSize:
+    """``block_size`` if it is ``"auto"``, ``None`` or an int >= 1; ValueError otherwise."""
+    if block_size is None or block_size == "auto":
+        return block_size
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(
+            f"block_size must be 'auto', null (the dense path) or an integer >= 1 (rows per "
+            f"block), got {block_size!r}"
+        )
+    return block_size
+
+
+def resolve_block_size(
+    block_size: BlockSize, num_anchors: int, num_candidates: int, itemsize: int = 4
+) -> int | None:
+    """The rows per block for ``block_size`` at this size, or ``None`` for the dense path."""
+    check_block_size(block_size)
+    if isinstance(block_size, int):
+        return None if block_size >= num_anchors else block_size
+    if block_size is None:
+        return None
+    if num_anchors * num_candidates < AUTO_BLOCKED_MIN_ENTRIES:
+        return None
+    rows = AUTO_BLOCK_MAX_BYTES // max(num_candidates * itemsize, 1)
+    rows = max(16, min(AUTO_BLOCK_ROWS, rows))
+    return None if rows >= num_anchors else rows
 
 
 class _Saved(NamedTuple):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastive.losses.activations import _check_temperature
+from contrastive.losses.activations import check_temperature
 
 __all__ = ["KLDivergenceLoss", "kl_divergence", "seed_loss"]
 
@@ -52,7 +52,7 @@ def kl_divergence(
         >>> kl_divergence(teacher, teacher, temperature=4.0).item()
         0.0
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     if student_logits.shape != teacher_logits.shape or student_logits.ndim != 2:
         raise ValueError(
             "student_logits and teacher_logits must be (N, K) tensors of the same shape, got "
@@ -93,7 +93,7 @@ class KLDivergenceLoss(nn.Module):
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         return kl_divergence(student_logits, teacher_logits, self.temperature)
@@ -144,8 +144,8 @@ def seed_loss(
         >>> seed_loss(emb, emb, anchors, 0.5, 0.5).abs().item() < 1e-6
         True
     """
-    student_temperature = _check_temperature(student_temperature)
-    teacher_temperature = _check_temperature(teacher_temperature)
+    student_temperature = check_temperature(student_temperature)
+    teacher_temperature = check_temperature(teacher_temperature)
     if student.ndim != 2 or student.shape != teacher.shape:
         raise ValueError(
             "student and teacher embeddings must be (N, D) tensors of the same shape, got "

@@ -30,58 +30,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive import distributed
-from contrastive.losses.activations import _check_temperature
-from contrastive.losses.blocked import BlockedContrastiveLosses
+from contrastive.losses.activations import check_temperature
+from contrastive.losses.blocked import (
+    BlockedContrastiveLosses,
+    BlockSize,
+    check_block_size,
+    resolve_block_size,
+)
 
 __all__ = [
     "InfoNCELoss",
     "contrastive_loss",
     "info_nce",
     "multi_view_info_nce",
-    "similarity_stats",
 ]
-
-# Measured on the 2-core CPU (docs/BENCHMARKS.md, scripts/bench_loss.py): the blocked path is
-# as fast as the dense one at 2N = 512 and faster from 2N = 1024 on (1.4x at 1024, 3.5x at
-# 4096), so "auto" takes it from 1024 x 1024 similarities up; 512-row blocks were the fastest
-# at 2N = 4096 and 16384, and the buffer is capped at 256 MiB for very large C.
-AUTO_BLOCKED_MIN_ENTRIES = 1024 * 1024
-AUTO_BLOCK_ROWS = 512
-AUTO_BLOCK_MAX_BYTES = 256 * 2**20
-
-BlockSize = int | str | None
-"""``"auto"`` (the default): blocked above :data:`AUTO_BLOCKED_MIN_ENTRIES` similarities, in
-blocks of :data:`AUTO_BLOCK_ROWS` rows; an int: always blocked, that many rows; ``None``:
-always dense."""
-
-
-def check_block_size(block_size: BlockSize) -> BlockSize:
-    """``block_size`` if it is ``"auto"``, ``None`` or an int >= 1; ValueError otherwise."""
-    if block_size is None or block_size == "auto":
-        return block_size
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(
-            f"block_size must be 'auto', null (the dense path) or an integer >= 1 (rows per "
-            f"block), got {block_size!r}"
-        )
-    return block_size
-
-
-def resolve_block_size(
-    block_size: BlockSize, num_anchors: int, num_candidates: int, itemsize: int = 4
-) -> int | None:
-    """The rows per block for ``block_size`` at this size, or ``None`` for the dense path."""
-    check_block_size(block_size)
-    if isinstance(block_size, int):
-        return None if block_size >= num_anchors else block_size
-    if block_size is None:
-        return None
-    if num_anchors * num_candidates < AUTO_BLOCKED_MIN_ENTRIES:
-        return None
-    rows = AUTO_BLOCK_MAX_BYTES // max(num_candidates * itemsize, 1)
-    rows = max(16, min(AUTO_BLOCK_ROWS, rows))
-    return None if rows >= num_anchors else rows
-
 
 # eps of F.normalize: an all-zero embedding stays the zero vector (similarity 0 to everything)
 # instead of producing NaN.
@@ -131,7 +93,7 @@ def _per_anchor_losses(
     Shapes: anchors (A, D), candidates (C, D), anchor_labels (A,), candidate_labels (C,),
     self_index (A,). Returns ``(losses (A,), has_positive (A,) bool)``; the loss of an anchor
     without positives is its log-denominator alone and must be discarded by the caller.
-    ``block_size`` picks the path (:func:`resolve_block_size`): the blocked one
+    ``block_size`` picks the path (:func:`contrastive.losses.blocked.resolve_block_size`): the blocked one
     (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`) gives the same values and
     gradients with O(block x C) memory instead of O(A x C).
     """
@@ -236,7 +198,7 @@ def contrastive_loss(
         >>> round(loss.item(), 4)
         0.2899
     """
-    temperature = _check_temperature(temperature)
+    temperature = check_temperature(temperature)
     losses, has_positive = _per_anchor_losses(
         anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, block_size
     )
@@ -371,50 +333,6 @@ def info_nce(
     return multi_view_info_nce(torch.stack([z_a, z_b]), temperature, block_size=block_size)
 
 
-@torch.no_grad()
-def similarity_stats(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
-    r"""Mean cosine similarity of positive and of negative pairs of a two-view batch, for logging.
-
-    With :math:`s` the cosine similarities of the ``2N`` embeddings ``[z_a; z_b]``:
-
-    - ``"pos_sim"`` :math:`= \frac{1}{N} \sum_n s(z_{a,n}, z_{b,n})`;
-    - ``"neg_sim"`` = mean of :math:`s_{ik}` over the ordered pairs ``i != k`` that are not
-      the two views of one sample (the ``2N (2N - 2)`` negatives of :func:`info_nce`); NaN when
-      ``N = 1`` (no negatives).
-
-    Computed without gradient, in float32 (float64 for float64 inputs).
-
-    Args:
-        z_a: (N, D) embeddings of the first view.
-        z_b: (N, D) embeddings of the second view.
-
-    Returns:
-        ``{"pos_sim": scalar, "neg_sim": scalar}``.
-
-    Examples:
-        >>> stats = similarity_stats(torch.eye(3), torch.eye(3))
-        >>> {name: round(value.item(), 4) for name, value in stats.items()}
-        {'pos_sim': 1.0, 'neg_sim': 0.0}
-    """
-    _check_pair(z_a, z_b)
-    num_samples = z_a.shape[0]
-    dtype = _compute_dtype(z_a, z_b)
-    with _autocast_disabled(z_a.device):
-        embeddings = torch.cat([z_a, z_b]).to(dtype)  # (2N, D)
-        embeddings = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
-        similarities = embeddings @ embeddings.T  # (2N, 2N)
-    indices = torch.arange(2 * num_samples, device=z_a.device)  # (2N,)
-    partner = (indices + num_samples) % (2 * num_samples)  # (2N,)
-    negative_mask = (indices[:, None] != indices[None, :]) & (
-        partner[:, None] != indices[None, :]
-    )  # (2N, 2N)
-    positive_similarities = similarities[:num_samples, num_samples:].diagonal()  # (N,)
-    return {
-        "pos_sim": positive_similarities.mean(),
-        "neg_sim": similarities[negative_mask].mean(),
-    }
-
-
 class InfoNCELoss(nn.Module):
     r"""NT-Xent / multi-view InfoNCE / SupCon loss, optionally contrasting against all ranks.
 
@@ -477,7 +395,7 @@ class InfoNCELoss(nn.Module):
         block_size: BlockSize = "auto",
     ) -> None:
         super().__init__()
-        self.temperature = _check_temperature(temperature)
+        self.temperature = check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
         self.block_size = check_block_size(block_size)
 

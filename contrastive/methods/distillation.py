@@ -22,7 +22,7 @@ from contrastive import distributed
 from contrastive.backbones import feature_dim
 from contrastive.heads import LinearHead, ProjectionHead
 from contrastive.losses import cross_entropy, kl_divergence, seed_loss
-from contrastive.losses.activations import _check_temperature as check_temperature
+from contrastive.losses.activations import check_temperature
 from contrastive.transforms import ImageInputs, ViewRecipe
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]

@@ -15,7 +15,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from contrastive.backbones import feature_dim
 from contrastive.errors import ConfigError
-from contrastive.losses import InfoNCELoss, similarity_stats
+from contrastive.losses import InfoNCELoss
+from contrastive.metrics import similarity_stats
 from contrastive.optim import param_groups, scale_learning_rate
 from contrastive.transforms import BatchedViews, ViewRecipe, eval_images
 

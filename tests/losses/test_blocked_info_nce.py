@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from contrastive.losses import InfoNCELoss, contrastive_loss, info_nce, multi_view_info_nce
-from contrastive.losses.info_nce import (
+from contrastive.losses.blocked import (
     AUTO_BLOCK_MAX_BYTES,
     AUTO_BLOCK_ROWS,
     resolve_block_size,

@@ -22,7 +22,6 @@ from contrastive.losses import (
     contrastive_loss,
     info_nce,
     multi_view_info_nce,
-    similarity_stats,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -425,30 +424,6 @@ def test_simulated_cross_rank_loss_and_gradients_match_global() -> None:
     torch.testing.assert_close(torch.stack(rank_losses).mean(), expected, rtol=RTOL, atol=ATOL)
     for grad, expected_grad in zip(summed_grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, expected_grad, rtol=RTOL, atol=ATOL)
-
-
-# --------------------------------------------------------------------------------------------
-# similarity_stats
-# --------------------------------------------------------------------------------------------
-
-
-def test_similarity_stats_match_loops() -> None:
-    z_a, z_b = (t.detach() for t in _leaves((4, 3), (4, 3), seed=15))
-    units = [_unit(v) for v in list(z_a) + list(z_b)]
-    positives = [float(units[n] @ units[n + 4]) for n in range(4)]
-    negatives = [
-        float(units[i] @ units[k])
-        for i in range(8)
-        for k in range(8)
-        if i != k and k != (i + 4) % 8
-    ]
-    assert len(negatives) == 8 * 6
-    stats = similarity_stats(z_a, z_b)
-    assert set(stats) == {"pos_sim", "neg_sim"}
-    assert stats["pos_sim"].item() == pytest.approx(sum(positives) / 4, rel=1e-12)
-    assert stats["neg_sim"].item() == pytest.approx(sum(negatives) / len(negatives), rel=1e-12)
-    assert not stats["pos_sim"].requires_grad
-    assert torch.isnan(similarity_stats(torch.ones(1, 3), torch.ones(1, 3))["neg_sim"])
 
 
 # --------------------------------------------------------------------------------------------
