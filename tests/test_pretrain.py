@@ -16,7 +16,7 @@ import torchvision
 from contrastive.checkpoints import load_pretrained
 from contrastive.train import build, pretrain
 from tests.conftest import needs_fashion_mnist
-from tests.data.test_sources import CIFAR10_FILES, write_cifar
+from tests.data.formats import CIFAR10_FILES, write_cifar
 from tests.wandb_reader import wait_for_run
 
 ROOT = Path(__file__).resolve().parents[1]
