@@ -13,9 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets
 
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
-from contrastive.data.sources import ImageArrays, load_arrays, make_synthetic
+from contrastive.data.sources import (
+    ImageArrays,
+    load_arrays,
+    load_cifar,
+    load_fashion_mnist,
+    load_stl10,
+    make_synthetic,
+)
 from tests.data.formats import asymmetric, write_cifar, write_fashion
 
 
@@ -75,3 +83,56 @@ def test_errors_survive_pickling() -> None:
             copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
     assert pickle.loads(pickle.dumps(not_found)).searched == (Path("/a"), Path("/b"))
+
+
+# Each downloadable format: its reader, the torchvision class that downloads it, and the
+# way to get it other than the download that every message offers.
+DOWNLOADABLE: dict[str, tuple[Any, str, str]] = {
+    "fashion_mnist": (
+        lambda root, download: load_fashion_mnist(root, train=True, download=download),
+        "FashionMNIST",
+        "sudo apt-get install dataset-fashion-mnist",
+    ),
+    "cifar10": (
+        lambda root, download: load_cifar(root, "cifar10", train=True, download=download),
+        "CIFAR10",
+        "cifar-10-python.tar.gz",
+    ),
+    "stl10": (
+        lambda root, download: load_stl10(root, "train", download=download),
+        "STL10",
+        "stl10_binary.tar.gz",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DOWNLOADABLE))
+def test_missing_data_is_explained_alike_by_every_downloadable_format(
+    name: str, tmp_path: Path, no_system_dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One find-or-download flow: the same places, remedies and details for all three."""
+    load, downloader, other_way = DOWNLOADABLE[name]
+    root = tmp_path / "root"
+    with pytest.raises(DatasetNotFoundError) as info:
+        load(root, False)
+    message = str(info.value)
+    assert info.value.searched and all(str(place) in message for place in info.value.searched)
+    assert str(root) in message and other_way in message
+    assert "set `data.download=true`" in message and "with torchvision (about" in message
+
+    no_root = r"cannot be downloaded because no root directory \(`data.root`\)"
+    with pytest.raises(DatasetNotFoundError, match=no_root):
+        load(None, True)
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, downloader, offline)
+    with pytest.raises(DatasetNotFoundError) as failed:
+        load(root, True)
+    assert "Downloading it with torchvision failed: no network" in str(failed.value)
+    assert other_way in str(failed.value) and "download=true" not in str(failed.value)
+
+    monkeypatch.setattr(torchvision.datasets, downloader, lambda *args, **kwargs: None)
+    with pytest.raises(DatasetNotFoundError, match="torchvision downloaded it, but not there"):
+        load(root, True)

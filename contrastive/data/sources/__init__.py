@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Final, Literal, TypeAlias, get_args
 
-from contrastive.data.sources.base import ImageArrays, StrPath
+from contrastive.data.sources.base import ImageArrays, StrPath, find_or_download
 from contrastive.data.sources.cifar import CIFAR10_CLASSES, load_cifar
 from contrastive.data.sources.fashion_mnist import (
     FASHION_MNIST_CLASSES,
@@ -48,6 +48,7 @@ __all__ = [
     "DatasetName",
     "ImageArrays",
     "ImageFolderDataset",
+    "find_or_download",
     "load_arrays",
     "load_cifar",
     "load_fashion_mnist",

@@ -1,5 +1,6 @@
-"""What the source modules share: :class:`ImageArrays`, the root and search-path helpers
-and the torchvision download wrapper."""
+"""What the source modules share: :class:`ImageArrays`, the root and search-path helpers,
+and :func:`find_or_download`, the one "look for the files, refuse or download them with
+torchvision, look again" flow of the downloadable datasets."""
 
 from __future__ import annotations
 
@@ -7,21 +8,17 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import TypeAlias, TypeVar
 
 import torch
 from torch import Tensor
 
 from contrastive.data.errors import DatasetNotFoundError
 
-__all__ = ["ImageArrays", "StrPath"]
+__all__ = ["ImageArrays", "StrPath", "find_or_download"]
 
 StrPath: TypeAlias = "str | os.PathLike[str]"
-
-_DOWNLOAD_REMEDY = (
-    "set `data.download=true` (the `download=True` argument) to download it into "
-    "`data.root` with torchvision"
-)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,16 +70,81 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     return list(seen)
 
 
-def _torchvision_download(
-    dataset: Callable[[], object],
+def _find_dir(searched: Sequence[Path], needed: Sequence[str]) -> Path | None:
+    """The first of ``searched`` holding every file named in ``needed``."""
+    for directory in searched:
+        if all((directory / name).is_file() for name in needed):
+            return directory
+    return None
+
+
+_NO_ROOT = "No root directory (`data.root`) was given"
+
+
+def download_remedy(size: str) -> str:
+    """How to have torchvision download a dataset of about ``size``."""
+    return (
+        "set `data.download=true` (the `download=True` argument) to download it into "
+        f"`data.root` with torchvision ({size})"
+    )
+
+
+def find_or_download(
     what: str,
     searched: Sequence[Path],
-    remedies: Sequence[str],
-) -> None:
-    """Run a torchvision download, turning a failure into a :class:`DatasetNotFoundError`."""
+    find: Callable[[], T | None],
+    *,
+    root: Path | None,
+    download: bool,
+    fetch: Callable[[str], object],
+    size: str,
+    remedies: Sequence[str] = (),
+    diagnose: Callable[[], str | None] = lambda: None,
+) -> T:
+    """Find a dataset's files, else download them with torchvision and find them again.
+
+    Args:
+        what: What is looked for, e.g. ``"the CIFAR-10 test split (cifar-10-batches-py/
+            with test_batch, batches.meta)"``; it begins every error message.
+        searched: The places ``find`` looks in, in order; every message lists them.
+        find: Looks for the files; what it returns (``None``: not found) is returned.
+        root: The download directory (``data.root``); ``None``: none was given.
+        download: Whether downloading is allowed (``data.download``).
+        fetch: The torchvision download, called with ``str(root)``.
+        size: The download's size, e.g. ``"about 163 MB"``, for the remedy.
+        remedies: The ways to get the files other than this download (an apt package,
+            an archive to extract by hand); every message offers them.
+        diagnose: Why the files are not found, when more can be said than "not there",
+            e.g. a folder that lacks some files.
+
+    Raises:
+        DatasetNotFoundError: Not found, and downloading was not allowed, was not possible
+            (no ``root``), failed, or left the files elsewhere.
+    """
+    found = find()
+    if found is not None:
+        return found
+    if not download or root is None:
+        if root is None and download:
+            detail: str | None = (
+                "It cannot be downloaded because no root directory (`data.root`) was given"
+            )
+        elif root is None and not searched:
+            detail = _NO_ROOT
+        else:
+            detail = diagnose()
+        raise DatasetNotFoundError(what, searched, [download_remedy(size), *remedies], detail)
     try:
-        dataset()
+        fetch(str(root))
     except (OSError, RuntimeError) as err:
         raise DatasetNotFoundError(
             what, searched, remedies, detail=f"Downloading it with torchvision failed: {err}"
         ) from err
+    found = find()
+    if found is None:
+        diagnosis = diagnose()
+        detail = "torchvision downloaded it, but not there"
+        raise DatasetNotFoundError(
+            what, searched, remedies, detail=f"{detail}: {diagnosis}" if diagnosis else detail
+        )
+    return found

@@ -17,14 +17,14 @@ import torch
 from torch import Tensor
 
 from contrastive.data import checksums
-from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
+from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
-    _DOWNLOAD_REMEDY,
     ImageArrays,
     StrPath,
+    _find_dir,
     _resolve_root,
-    _torchvision_download,
     _unique,
+    find_or_download,
 )
 
 __all__ = ["CIFAR10_CLASSES", "CifarVariant", "load_cifar"]
@@ -221,40 +221,28 @@ def load_cifar(
     needed = (*(spec.train_files if train else spec.test_files), spec.meta_file)
     searched = [] if root_path is None else _unique([root_path / spec.folder, root_path])
 
-    def find() -> Path | None:
-        for directory in searched:
-            if all((directory / name).is_file() for name in needed):
-                return directory
-        return None
+    def fetch(directory: str) -> object:
+        from torchvision import datasets
 
-    directory = find()
-    if directory is None:
-        what = (
-            f"the {spec.title} {'training' if train else 'test'} split "
-            f"({spec.folder}/ with {', '.join(needed)})"
-        )
-        remedies = [
-            f"{_DOWNLOAD_REMEDY} (about {spec.archive_mb} MB)",
+        cls = datasets.CIFAR10 if variant == "cifar10" else datasets.CIFAR100
+        return cls(directory, train=train, download=True)
+
+    directory = find_or_download(
+        f"the {spec.title} {'training' if train else 'test'} split "
+        f"({spec.folder}/ with {', '.join(needed)})",
+        searched,
+        lambda: _find_dir(searched, needed),
+        root=root_path,
+        download=download,
+        fetch=fetch,
+        size=f"about {spec.archive_mb} MB",
+        remedies=[
             f"download the python version, {spec.archive}, from "
-            "https://www.cs.toronto.edu/~kriz/cifar.html and extract it in `data.root`, "
-            f"so that `data.root`/{spec.folder}/ exists",
-        ]
-        detail = _cifar_detail(root_path, spec, needed)
-        if not download or root_path is None:
-            if download:
-                detail = "It cannot be downloaded because no root was given"
-            raise DatasetNotFoundError(what, searched, remedies, detail=detail)
-
-        def fetch() -> object:
-            from torchvision import datasets
-
-            cls = datasets.CIFAR10 if variant == "cifar10" else datasets.CIFAR100
-            return cls(str(root_path), train=train, download=True)
-
-        _torchvision_download(fetch, what, searched, remedies[1:])
-        directory = find()
-        if directory is None:
-            raise DatasetNotFoundError(what, searched, remedies[1:], detail=detail)
+            "https://www.cs.toronto.edu/~kriz/cifar.html and extract it in "
+            f"`data.root`, so that `data.root`/{spec.folder}/ exists"
+        ],
+        diagnose=lambda: _cifar_detail(root_path, spec, needed),
+    )
 
     parts = [
         _read_cifar_batch(directory / name, spec.labels_key, spec.num_classes, verify)
@@ -272,7 +260,7 @@ def load_cifar(
 
 def _cifar_detail(root: Path | None, spec: _CifarSpec, needed: Sequence[str]) -> str | None:
     if root is None:
-        return "No root directory (`data.root`) was given"
+        return None  # find_or_download says so
     folder = root / spec.folder
     if folder.is_dir():
         missing = [name for name in needed if not (folder / name).is_file()]

@@ -12,17 +12,20 @@ import numpy as np
 import torch
 
 from contrastive.data import checksums
-from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
+from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
-    _DOWNLOAD_REMEDY,
     ImageArrays,
     StrPath,
     _resolve_root,
-    _torchvision_download,
     _unique,
+    find_or_download,
 )
 
-__all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_SYSTEM_DIRS", "load_fashion_mnist"]
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SYSTEM_DIRS",
+    "load_fashion_mnist",
+]
 
 FASHION_MNIST_CLASSES: Final[tuple[str, ...]] = (
     "T-shirt/top",
@@ -44,6 +47,11 @@ FASHION_MNIST_SYSTEM_DIRS: list[Path] = [Path("/usr/share/datasets/fashion-mnist
 _IDX_IMAGES_MAGIC: Final = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC: Final = 2049  # 0x00000801: unsigned bytes, 1 dimension
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_APT_REMEDY: Final = "install it on Debian/Ubuntu with `sudo apt-get install dataset-fashion-mnist`"
+_FASHION_MNIST_REMEDY: Final = (
+    "Reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete it and "
+    "download again with data.download=true"
+)
 
 
 def _idx_candidates(prefix: str, kind: str, ndim: int) -> list[str]:
@@ -58,12 +66,6 @@ def _find_file(directory: Path, names: Sequence[str]) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-_FASHION_MNIST_REMEDY = (
-    "Reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete it and "
-    "download again with data.download=true"
-)
 
 
 def _read_idx(path: Path, magic: int, verify: bool = False) -> np.ndarray:
@@ -163,32 +165,19 @@ def load_fashion_mnist(
                 return _load_idx_pair(images_path, labels_path, verify)
         return None
 
-    what = (
+    def fetch(directory: str) -> object:
+        from torchvision import datasets
+
+        return datasets.FashionMNIST(directory, train=train, download=True)
+
+    return find_or_download(
         f"the Fashion-MNIST {'training' if train else 'test'} split "
-        f"({images_names[0]}[.gz] and {labels_names[0]}[.gz])"
+        f"({images_names[0]}[.gz] and {labels_names[0]}[.gz])",
+        searched,
+        find,
+        root=root_path,
+        download=download,
+        fetch=fetch,
+        size="about 30 MB",
+        remedies=[_APT_REMEDY],
     )
-    remedies = [
-        "install it on Debian/Ubuntu with `sudo apt-get install dataset-fashion-mnist`",
-        _DOWNLOAD_REMEDY,
-    ]
-    found = find()
-    if found is not None:
-        return found
-    if not download or root_path is None:
-        detail = None
-        if download:
-            detail = "It cannot be downloaded because no root directory (`data.root`) was given"
-        raise DatasetNotFoundError(what, searched, remedies, detail=detail)
-
-    def fetch() -> object:
-        from torchvision.datasets import FashionMNIST
-
-        return FashionMNIST(str(root_path), train=train, download=True)
-
-    _torchvision_download(fetch, what, searched, remedies[:1])
-    found = find()
-    if found is None:
-        raise DatasetNotFoundError(
-            what, searched, remedies[:1], detail="torchvision downloaded it, but not there"
-        )
-    return found

@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
+from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
-    _DOWNLOAD_REMEDY,
     ImageArrays,
     StrPath,
+    _find_dir,
     _resolve_root,
-    _torchvision_download,
     _unique,
+    find_or_download,
 )
 
 __all__ = ["STL10_CLASSES", "Stl10Split", "load_stl10"]
@@ -102,36 +102,25 @@ def load_stl10(root: StrPath | None, split: Stl10Split, download: bool = False) 
     needed = [name for pair in parts for name in pair if name is not None]
     searched = [] if root_path is None else _unique([root_path / _STL10_FOLDER, root_path])
 
-    def find() -> Path | None:
-        for directory in searched:
-            if all((directory / name).is_file() for name in needed):
-                return directory
-        return None
+    def fetch(directory: str) -> object:
+        from torchvision import datasets
 
-    directory = find()
-    if directory is None:
-        what = f"the STL-10 {split} split ({_STL10_FOLDER}/ with {', '.join(needed)})"
-        remedies = [
-            f"{_DOWNLOAD_REMEDY} (about 2.6 GB)",
+        return datasets.STL10(directory, split=split, download=True)
+
+    directory = find_or_download(
+        f"the STL-10 {split} split ({_STL10_FOLDER}/ with {', '.join(needed)})",
+        searched,
+        lambda: _find_dir(searched, needed),
+        root=root_path,
+        download=download,
+        fetch=fetch,
+        size="about 2.6 GB",
+        remedies=[
             "download the binary version, stl10_binary.tar.gz, from "
-            "https://cs.stanford.edu/~acoates/stl10/ and extract it in `data.root`, so that "
-            f"`data.root`/{_STL10_FOLDER}/ exists",
-        ]
-        if not download or root_path is None:
-            detail = None
-            if root_path is None:
-                detail = "No root directory (`data.root`) was given"
-            raise DatasetNotFoundError(what, searched, remedies, detail=detail)
-
-        def fetch() -> object:
-            from torchvision.datasets import STL10
-
-            return STL10(str(root_path), split=split, download=True)
-
-        _torchvision_download(fetch, what, searched, remedies[1:])
-        directory = find()
-        if directory is None:
-            raise DatasetNotFoundError(what, searched, remedies[1:])
+            "https://cs.stanford.edu/~acoates/stl10/ and extract it in `data.root`, "
+            f"so that `data.root`/{_STL10_FOLDER}/ exists"
+        ],
+    )
 
     names_file = directory / "class_names.txt"
     classes = STL10_CLASSES
