@@ -91,10 +91,10 @@ def _check_head(info: dict[str, Any], cfg: DictConfig, datamodule: Any) -> None:
             f"{head['path']} is a '{head['objective']}' head; logit distillation needs a "
             "softmax (cross-entropy) probe: rerun the probe with probe.objective=softmax"
         )
-    if head["num_outputs"] != int(cfg.data.num_classes):
+    if head["num_outputs"] != int(datamodule.num_classes):
         raise ConfigError(
             f"{head['path']} predicts {head['num_outputs']} classes but "
-            f"data.num_classes={cfg.data.num_classes} ('{cfg.data.dataset}'); distil on the "
+            f"data.num_classes={datamodule.num_classes} ('{datamodule.dataset}'); distil on the "
             "data the teacher's probe was trained on"
         )
 
@@ -120,7 +120,7 @@ def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[st
     recipe = ViewRecipe(**info["recipe"])
     logger = build_logger(cfg, info)
     teacher = nn.Sequential(backbone, head)
-    num_classes = int(cfg.data.num_classes)
+    num_classes = int(datamodule.num_classes)
     crop_scale = tuple(cfg.distill.crop_scale) if cfg.distill.augment else None
     runs = [("student", float(cfg.distill.alpha))]
     if cfg.distill.baseline:
@@ -158,13 +158,13 @@ def _logits(cfg: DictConfig, datamodule: Any, output_dir: Path) -> tuple[dict[st
             top1 = evaluate_outputs(teacher_logits, labels, "softmax")["probe/test_top1"]
             metrics["distill/teacher_top1"] = float(top1)
             if trainer.is_global_zero:
-                _student_files(cfg, student, output_dir, info, dataset=str(cfg.data.dataset))
+                _student_files(cfg, student, output_dir, info, dataset=str(datamodule.dataset))
                 save_probe_head(
                     model.head.cpu(),
                     output_dir / "student" / PROBE_HEAD_FILE,
                     objective="softmax",
                     classes=list(datamodule.classes or ()),
-                    dataset=str(cfg.data.dataset),
+                    dataset=str(datamodule.dataset),
                 )
     # The headline keys the issue names, without the run prefix.
     for key in ("agreement", "test_kl"):
@@ -216,7 +216,7 @@ def _representation(
     probe_trainer: pl.Trainer = instantiate(
         cfg.trainer, max_epochs=cfg.probe.epochs, logger=logger, callbacks=[]
     )
-    num_classes = int(cfg.data.num_classes)
+    num_classes = int(datamodule.num_classes)
     probe, outputs, labels = train_probe(
         student, recipe, datamodule, cfg.probe, num_classes, probe_trainer
     )
@@ -231,7 +231,7 @@ def _representation(
     metrics["distill/student_params"] = sum(p.numel() for p in student.parameters())
     if trainer.is_global_zero:
         _student_files(
-            cfg, student, output_dir, info, dataset=str(cfg.data.dataset), metrics=metrics
+            cfg, student, output_dir, info, dataset=str(datamodule.dataset), metrics=metrics
         )
     return metrics, logger
 

@@ -57,12 +57,12 @@ def check_data(datamodule: Any, backbone: nn.Module, info: dict[str, Any], cfg: 
     if channels == 3 and in_channels(backbone) == 1:
         raise ConfigError(
             f"{info['path']} holds a 1-channel (grayscale) backbone but data "
-            f"'{cfg.data.dataset}' has 3-channel images"
+            f"'{datamodule.dataset}' has 3-channel images"
         )
     largest = int(datamodule.labels().max())
-    if largest >= cfg.data.num_classes:
+    if largest >= datamodule.num_classes:
         raise ConfigError(
-            f"data.num_classes={cfg.data.num_classes} but the labels of '{cfg.data.dataset}' "
+            f"data.num_classes={datamodule.num_classes} but the labels of '{datamodule.dataset}' "
             f"go up to {largest}; set data.num_classes={largest + 1}"
         )
 
@@ -159,7 +159,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
     recipe = ViewRecipe(**info["recipe"])
     check_data(datamodule, backbone, info, cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=build_logger(cfg, info), callbacks=[])
-    num_outputs = int(cfg.data.num_classes)
+    num_outputs = int(datamodule.num_classes)
     model, outputs, labels = train_probe(
         backbone, recipe, datamodule, cfg.probe, num_outputs, trainer
     )
@@ -186,7 +186,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
             backbone.cpu(),
             str(output_dir / "backbone.pt"),
             recipe=info["recipe"],
-            dataset=str(cfg.data.dataset),
+            dataset=str(datamodule.dataset),
             num_classes=num_outputs,
             source=info["path"],
             finetuned=bool(cfg.probe.finetune),
@@ -197,7 +197,7 @@ def linear_probe(cfg: DictConfig) -> dict[str, Any]:
             output_dir / PROBE_HEAD_FILE,
             objective=model.objective,
             classes=list(classes),
-            dataset=str(cfg.data.dataset),
+            dataset=str(datamodule.dataset),
             metrics={k: v for k, v in metrics.items() if "class_top1" not in k},
         )
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

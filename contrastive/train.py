@@ -18,7 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from contrastive import distributed
@@ -202,7 +202,7 @@ def resume_path(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConfig) -> None:
+def check_channels(data_channels: int, backbone: Any, recipe: Any, dataset: str) -> None:
     """Refuse, before any work, a backbone or recipe that cannot take the data's images."""
     wanted = in_channels(backbone)
     if recipe.channels != wanted:
@@ -212,7 +212,7 @@ def check_channels(data_channels: int, backbone: Any, recipe: Any, cfg: DictConf
         )
     if data_channels == 3 and wanted == 1:
         raise ConfigError(
-            f"data '{cfg.data.dataset}' has 3-channel (RGB) images but the backbone takes "
+            f"data '{dataset}' has 3-channel (RGB) images but the backbone takes "
             "1-channel (grayscale) images. Use an RGB recipe, e.g. augment=cifar "
             "(backbone.in_channels follows augment.channels)."
         )
@@ -228,7 +228,7 @@ def build(
     datamodule.use_views(recipe)
     datamodule.prepare_data()  # a missing dataset fails here, before anything is built
     backbone = instantiate(cfg.backbone, _convert_="all")
-    check_channels(datamodule.sample_shape()[0], backbone, recipe, cfg)
+    check_channels(datamodule.sample_shape()[0], backbone, recipe, datamodule.dataset)
     check_image_size(backbone, recipe, cfg)
     check_classes(datamodule, cfg)
     optimizer = instantiate(cfg.optim.optimizer, _convert_="all")
@@ -330,12 +330,11 @@ def check_classes(datamodule: Any, cfg: DictConfig) -> None:
     if not datamodule.labelled:
         return
     classes = datamodule.classes
-    if cfg.data.get("num_classes") is None and classes:
-        with open_dict(cfg):
-            cfg.data.num_classes = len(classes)
-    elif classes and len(classes) != cfg.data.num_classes:
+    if datamodule.num_classes is None and classes:
+        datamodule.num_classes = len(classes)
+    elif classes and len(classes) != datamodule.num_classes:
         raise ConfigError(
-            f"data.num_classes={cfg.data.num_classes} but '{cfg.data.dataset}' has "
+            f"data.num_classes={datamodule.num_classes} but '{datamodule.dataset}' has "
             f"{len(classes)} classes; set data.num_classes={len(classes)} (or null)"
         )
 
@@ -417,8 +416,8 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
             model.backbone,
             str(output_dir / "backbone.pt"),
             recipe=asdict(model.recipe),
-            dataset=str(cfg.data.dataset),
-            num_classes=cfg.data.get("num_classes"),
+            dataset=str(datamodule.dataset),
+            num_classes=datamodule.num_classes,
             metrics=metrics,
             **provenance(cfg),
         )

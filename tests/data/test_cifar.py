@@ -99,7 +99,7 @@ def test_cifar_missing_explains_how_to_get_it(tmp_path: Path) -> None:
     message = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
     assert "data_batch_1" in message and "batches.meta" in message
-    assert "data.download=true" in message and "cifar-10-python.tar.gz" in message
+    assert "data.source.download=true" in message and "cifar-10-python.tar.gz" in message
 
     with pytest.raises(DatasetNotFoundError, match="No root directory"):
         load_cifar(None, "cifar100", train=False)

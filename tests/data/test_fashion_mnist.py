@@ -96,7 +96,7 @@ def test_fashion_mnist_missing_names_places_and_both_remedies(
     for place in (root, root / "FashionMNIST" / "raw", no_system_dirs):
         assert str(place) in message
     assert "sudo apt-get install dataset-fashion-mnist" in message
-    assert "data.download=true" in message and "torchvision" in message
+    assert "data.source.download=true" in message and "torchvision" in message
     assert info.value.searched == (root, root / "FashionMNIST" / "raw", no_system_dirs)
 
 

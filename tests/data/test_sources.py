@@ -1,4 +1,4 @@
-"""What the sources share: the name dispatcher, ImageArrays, and errors
+"""What the sources share: the registry and its declared splits, ImageArrays, and errors
 that survive pickling. The formats have their own files (test_fashion_mnist.py, ...); every
 fixture is written in the dataset's real on-disk format (tests/data/formats.py) and nothing
 here touches the network."""
@@ -17,21 +17,25 @@ import torchvision.datasets
 
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 from contrastive.data.sources import (
+    SOURCES,
+    SPLITS,
+    STL10,
     ImageArrays,
-    load_arrays,
     load_cifar,
     load_fashion_mnist,
     load_stl10,
     make_synthetic,
+    source_class,
 )
 from tests.data.formats import asymmetric, write_cifar, write_fashion
 
 
-def test_load_arrays_dispatches(
+def test_registry_sources_load_their_splits(
     tmp_path: Path, no_system_dirs: Path, stl10_root: dict[str, Any]
 ) -> None:
     write_fashion(tmp_path, asymmetric((2, 4, 4)), np.array([4, 2], np.uint8), prefix="t10k")
-    assert load_arrays("fashion_mnist", tmp_path, "test", False).labels.tolist() == [4, 2]
+    fmnist = SOURCES["fashion_mnist"](tmp_path, verify=False)  # type: ignore[call-arg]
+    assert fmnist.load("test").labels.tolist() == [4, 2]
 
     write_cifar(
         tmp_path / "cifar-10-batches-py",
@@ -42,22 +46,24 @@ def test_load_arrays_dispatches(
         list("abcdefghij"),
         True,
     )
-    assert load_arrays("cifar10", tmp_path, "test", False).labels.tolist() == [0, 1]
+    cifar = SOURCES["cifar10"](tmp_path, verify=False)  # type: ignore[call-arg]
+    assert cifar.load("test").labels.tolist() == [0, 1]
 
-    assert load_arrays("stl10", stl10_root["root"], "train", False).labels.tolist() == [0, 9, 3]
+    stl10 = SOURCES["stl10"](stl10_root["root"])  # type: ignore[call-arg]
+    assert stl10.load("train").labels.tolist() == [0, 9, 3]
 
-    synthetic = load_arrays(
-        "synthetic", None, "val", False, num_samples=8, num_classes=2, image_size=8, channels=1
-    )
+    synthetic = SOURCES["synthetic"](  # type: ignore[call-arg]
+        num_samples=32, num_classes=2, image_size=8, channels=1
+    ).load("val")  # a quarter of num_samples
     expected = make_synthetic(8, 2, 8, 1, split="val")
-    assert torch.equal(synthetic.images, expected.images)
+    assert torch.equal(synthetic.images, expected.images)  # type: ignore[union-attr]
 
 
-def test_load_arrays_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
+def test_registry_rejects_unknown_names_and_splits(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fashion_mnist, cifar10, cifar100, stl10, synthetic"):
-        load_arrays("imagenet", tmp_path, "train", False)  # type: ignore[arg-type]
+        source_class("imagenet")
     with pytest.raises(ValueError, match="valid splits are: train, test, unlabeled"):
-        load_arrays("stl10", tmp_path, "val", False)
+        STL10(str(tmp_path)).load("val")
 
 
 def test_image_arrays_validates() -> None:
@@ -83,6 +89,18 @@ def test_errors_survive_pickling() -> None:
             copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and str(copy) == str(error)
     assert pickle.loads(pickle.dumps(not_found)).searched == (Path("/a"), Path("/b"))
+
+
+def test_each_source_declares_its_splits_and_the_table_is_read_off_them() -> None:
+    for name, cls in SOURCES.items():
+        assert cls.name == name
+        roles = (cls.splits.pretrain, cls.splits.bank, cls.splits.test)
+        assert set(roles) <= set(cls.splits.valid)
+        assert SPLITS[name] == roles
+    assert SPLITS["stl10"] == ("train+unlabeled", "train", "test")
+    assert SPLITS["image_folder"] == ("train", "train", "val")
+    assert STL10.splits.used() == ("train+unlabeled", "train", "test")
+    assert SOURCES["image_folder"].splits.used(labelled=False) == ("train",)
 
 
 # Each downloadable format: its reader, the torchvision class that downloads it, and the
@@ -118,9 +136,9 @@ def test_missing_data_is_explained_alike_by_every_downloadable_format(
     message = str(info.value)
     assert info.value.searched and all(str(place) in message for place in info.value.searched)
     assert str(root) in message and other_way in message
-    assert "set `data.download=true`" in message and "with torchvision (about" in message
+    assert "set `data.source.download=true`" in message and "with torchvision (about" in message
 
-    no_root = r"cannot be downloaded because no root directory \(`data.root`\)"
+    no_root = r"cannot be downloaded because no root directory \(`data.source.root`\)"
     with pytest.raises(DatasetNotFoundError, match=no_root):
         load(None, True)
 

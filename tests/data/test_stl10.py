@@ -75,4 +75,4 @@ def test_stl10_damaged_and_missing_files(stl10_root: dict[str, Any], tmp_path: P
         load_stl10(stl10_root["root"], "train+unlabeled")
     message = str(missing.value)
     assert "unlabeled_X.bin" in message and str(folder) in message
-    assert "data.download=true" in message and "stl10_binary.tar.gz" in message
+    assert "data.source.download=true" in message and "stl10_binary.tar.gz" in message

@@ -10,7 +10,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from contrastive.data import checksums
 from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
     ImageArrays,
+    Source,
+    Splits,
     StrPath,
     _find_dir,
     _resolve_root,
@@ -27,7 +29,7 @@ from contrastive.data.sources.base import (
     find_or_download,
 )
 
-__all__ = ["CIFAR10_CLASSES", "CifarVariant", "load_cifar"]
+__all__ = ["CIFAR10", "CIFAR10_CLASSES", "CIFAR100", "Cifar", "CifarVariant", "load_cifar"]
 
 CifarVariant: TypeAlias = Literal["cifar10", "cifar100"]
 
@@ -131,7 +133,7 @@ def _unpickle_dict(path: Path, verify: bool = False) -> dict[str, Any]:
         content = path.read_bytes()
         if verify:
             checksums.verify(
-                path, content, "Delete the folder and download again with data.download=true"
+                path, content, "Delete the folder and download again with data.source.download=true"
             )
         loaded = _ArrayUnpickler(io.BytesIO(content), encoding="bytes").load()
     except DatasetFormatError:
@@ -239,7 +241,7 @@ def load_cifar(
         remedies=[
             f"download the python version, {spec.archive}, from "
             "https://www.cs.toronto.edu/~kriz/cifar.html and extract it in "
-            f"`data.root`, so that `data.root`/{spec.folder}/ exists"
+            f"`data.source.root`, so that `data.source.root`/{spec.folder}/ exists"
         ],
         diagnose=lambda: _cifar_detail(root_path, spec, needed),
     )
@@ -268,3 +270,41 @@ def _cifar_detail(root: Path | None, spec: _CifarSpec, needed: Sequence[str]) ->
     if (root / spec.archive).is_file():
         return f"{root / spec.archive} exists but has not been extracted"
     return None
+
+
+class Cifar(Source):
+    """CIFAR-10 or CIFAR-100 (:func:`load_cifar`): 50,000 training and 10,000 test images,
+    32 x 32 RGB; pretrains and builds the kNN bank on ``train``, tests on ``test``. Use
+    :class:`CIFAR10` or :class:`CIFAR100`.
+
+    Args:
+        root: The directory holding the extracted folder, and to download into.
+        download: Let torchvision download and extract the archive when it is not found.
+        verify: Check the official files' MD5 sums (:mod:`contrastive.data.checksums`)
+            before using them.
+    """
+
+    name: ClassVar[CifarVariant]
+    splits: ClassVar[Splits] = Splits("train", "train", "test", valid=("train", "test"))
+
+    def __init__(self, root: str | None = "data", download: bool = False, verify: bool = True):
+        self.root = root
+        self.download = download
+        self.verify = verify
+
+    def _load(self, split: str) -> ImageArrays:
+        return load_cifar(self.root, self.name, split == "train", self.download, self.verify)
+
+
+class CIFAR10(Cifar):
+    """CIFAR-10: 10 classes (:class:`Cifar`)."""
+
+    name: ClassVar[CifarVariant] = "cifar10"
+    num_classes = _CIFAR_SPECS["cifar10"].num_classes
+
+
+class CIFAR100(Cifar):
+    """CIFAR-100 with its 100 fine labels (:class:`Cifar`)."""
+
+    name: ClassVar[CifarVariant] = "cifar100"
+    num_classes = _CIFAR_SPECS["cifar100"].num_classes

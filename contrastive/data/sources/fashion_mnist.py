@@ -6,7 +6,7 @@ import gzip
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import numpy as np
 import torch
@@ -15,6 +15,8 @@ from contrastive.data import checksums
 from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
     ImageArrays,
+    Source,
+    Splits,
     StrPath,
     _resolve_root,
     _unique,
@@ -24,6 +26,7 @@ from contrastive.data.sources.base import (
 __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_SYSTEM_DIRS",
+    "FashionMNIST",
     "load_fashion_mnist",
 ]
 
@@ -50,7 +53,7 @@ _GZIP_MAGIC: Final = b"\x1f\x8b"
 _APT_REMEDY: Final = "install it on Debian/Ubuntu with `sudo apt-get install dataset-fashion-mnist`"
 _FASHION_MNIST_REMEDY: Final = (
     "Reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`) or delete it and "
-    "download again with data.download=true"
+    "download again with data.source.download=true"
 )
 
 
@@ -181,3 +184,27 @@ def load_fashion_mnist(
         size="about 30 MB",
         remedies=[_APT_REMEDY],
     )
+
+
+class FashionMNIST(Source):
+    """Fashion-MNIST: 60,000 training and 10,000 test images, 28 x 28 grayscale, in 10
+    classes; pretrains and builds the kNN bank on ``train``, tests on ``test``.
+
+    Args:
+        root: Where to look first and download into (:func:`load_fashion_mnist`).
+        download: Let torchvision download the files when they are found nowhere.
+        verify: Check the official files' digests (:mod:`contrastive.data.checksums`)
+            before using them.
+    """
+
+    name: ClassVar[str] = "fashion_mnist"
+    splits: ClassVar[Splits] = Splits("train", "train", "test", valid=("train", "test"))
+    num_classes = len(FASHION_MNIST_CLASSES)
+
+    def __init__(self, root: str | None = "data", download: bool = False, verify: bool = True):
+        self.root = root
+        self.download = download
+        self.verify = verify
+
+    def _load(self, split: str) -> ImageArrays:
+        return load_fashion_mnist(self.root, split == "train", self.download, self.verify)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Final, Literal, TypeAlias, get_args
+from typing import ClassVar, Final, Literal, TypeAlias, get_args
 
 import torch
 from PIL import Image, ImageOps
@@ -14,11 +14,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as tvf
 
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
-from contrastive.data.sources.base import (
-    StrPath,
-)
+from contrastive.data.sources.base import Source, Splits, StrPath
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "OnBadImage"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "ImageFolderDataset", "OnBadImage"]
 
 OnBadImage: TypeAlias = Literal["skip", "error"]
 
@@ -124,11 +122,11 @@ class ImageFolderDataset(Dataset[tuple[Tensor, int]]):
             raise DatasetNotFoundError(
                 f"the {kind} {self.root}",
                 [self.root],
-                ["create it, or point `data.root` at an existing folder of images"],
+                ["create it, or point `data.source.root` at an existing folder of images"],
                 detail="The folder does not exist",
             )
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        remedy = f"put image files ({extensions}) in it, or point `data.root` elsewhere"
+        remedy = f"put image files ({extensions}) in it, or point `data.source.root` elsewhere"
         if not self.labelled:
             samples = [(path, -1) for path in _image_files(self.root)]
             if not samples:
@@ -237,4 +235,50 @@ class ImageFolderDataset(Dataset[tuple[Tensor, int]]):
                 )
         raise DatasetFormatError(
             [path for path, _ in self.samples], "none of the images can be decoded"
+        )
+
+
+class ImageFolder(Source):
+    """A folder with ``train/`` and ``val/`` subfolders, each read by
+    :class:`ImageFolderDataset`: pretrains and builds the kNN bank on ``train``, tests on
+    ``val``. The classes are the class folders, so :attr:`num_classes` is ``None`` until
+    they are read; with ``labelled=False`` only ``train`` is used, for pretraining.
+
+    Args:
+        root: The folder holding ``train/`` and ``val/``.
+        image_size: Side of the square images, in pixels (shorter side resized to it,
+            then centre-cropped).
+        channels: 1 (grayscale) or 3 (RGB).
+        labelled: Whether ``train/`` and ``val/`` hold one subfolder per class.
+        on_bad_image: What to do with unreadable files, ``"error"`` or ``"skip"``.
+    """
+
+    name: ClassVar[str] = "image_folder"
+    splits: ClassVar[Splits] = Splits("train", "train", "val", valid=("train", "val"))
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        channels: int = 3,
+        labelled: bool = True,
+        on_bad_image: OnBadImage = "error",
+    ) -> None:
+        if on_bad_image not in get_args(OnBadImage):
+            raise ValueError(
+                f"data.source.on_bad_image must be error or skip, got {on_bad_image!r}"
+            )
+        self.root = root
+        self.image_size = image_size
+        self.channels = channels
+        self.labelled = labelled
+        self.on_bad_image: OnBadImage = on_bad_image
+
+    def _load(self, split: str) -> ImageFolderDataset:
+        return ImageFolderDataset(
+            f"{self.root}/{split}",
+            image_size=self.image_size,
+            channels=self.channels,
+            labelled=self.labelled,
+            on_bad_image=self.on_bad_image,
         )

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final, Literal, TypeAlias, get_args
+from typing import ClassVar, Final, Literal, TypeAlias, get_args
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ from torch import Tensor
 from contrastive.data.errors import DatasetFormatError
 from contrastive.data.sources.base import (
     ImageArrays,
+    Source,
+    Splits,
     StrPath,
     _find_dir,
     _resolve_root,
@@ -20,7 +22,7 @@ from contrastive.data.sources.base import (
     find_or_download,
 )
 
-__all__ = ["STL10_CLASSES", "Stl10Split", "load_stl10"]
+__all__ = ["STL10", "STL10_CLASSES", "Stl10Split", "load_stl10"]
 
 Stl10Split: TypeAlias = Literal["train", "test", "unlabeled", "train+unlabeled"]
 
@@ -117,8 +119,8 @@ def load_stl10(root: StrPath | None, split: Stl10Split, download: bool = False) 
         size="about 2.6 GB",
         remedies=[
             "download the binary version, stl10_binary.tar.gz, from "
-            "https://cs.stanford.edu/~acoates/stl10/ and extract it in `data.root`, "
-            f"so that `data.root`/{_STL10_FOLDER}/ exists"
+            "https://cs.stanford.edu/~acoates/stl10/ and extract it in `data.source.root`, "
+            f"so that `data.source.root`/{_STL10_FOLDER}/ exists"
         ],
     )
 
@@ -152,3 +154,27 @@ def load_stl10(root: StrPath | None, split: Stl10Split, download: bool = False) 
         del stored
         start += count
     return ImageArrays(images, torch.cat(labels), classes)
+
+
+class STL10(Source):
+    """STL-10 (:func:`load_stl10`): pretrains on ``train+unlabeled`` (105,000 images, the
+    unlabelled ones with label ``-1``), builds the kNN bank on the 5,000 labelled
+    ``train`` images and tests on the 8,000 ``test`` images.
+
+    Args:
+        root: The directory holding ``stl10_binary/``, and to download into.
+        download: Let torchvision download and extract the archive when it is not found.
+    """
+
+    name: ClassVar[str] = "stl10"
+    splits: ClassVar[Splits] = Splits(
+        "train+unlabeled", "train", "test", valid=get_args(Stl10Split)
+    )
+    num_classes = len(STL10_CLASSES)
+
+    def __init__(self, root: str | None = "data", download: bool = False):
+        self.root = root
+        self.download = download
+
+    def _load(self, split: str) -> ImageArrays:
+        return load_stl10(self.root, split, self.download)  # type: ignore[arg-type]

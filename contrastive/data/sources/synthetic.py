@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import zlib
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as nnf
 
-from contrastive.data.sources.base import (
-    ImageArrays,
-)
+from contrastive.data.sources.base import ImageArrays, Source, Splits
 
-__all__ = ["make_synthetic"]
+__all__ = ["Synthetic", "make_synthetic"]
 
 
 def _split_seed(seed: int, split: str) -> int:
@@ -82,3 +81,42 @@ def make_synthetic(
     pixels = images.mul_(255).round_().clamp_(0, 255).to(torch.uint8).contiguous()
     classes = tuple(f"class_{index}" for index in range(num_classes))
     return ImageArrays(pixels, labels.to(torch.int64), classes)
+
+
+class Synthetic(Source):
+    """:func:`make_synthetic` data: ``num_samples`` training images, a quarter as many in
+    ``val`` and in ``test``, all from the same class templates (seed 0); pretrains and
+    builds the kNN bank on ``train``, tests on ``test``.
+
+    Args:
+        num_samples: Images in the training split.
+        num_classes: Number of classes.
+        image_size: Side of the square images, in pixels.
+        channels: Number of channels.
+    """
+
+    name: ClassVar[str] = "synthetic"
+    splits: ClassVar[Splits] = Splits("train", "train", "test", valid=("train", "val", "test"))
+    num_classes: int
+
+    def __init__(
+        self,
+        num_samples: int = 2048,
+        num_classes: int = 10,
+        image_size: int = 28,
+        channels: int = 1,
+    ) -> None:
+        self.num_samples = num_samples
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.channels = channels
+
+    def _load(self, split: str) -> ImageArrays:
+        return make_synthetic(
+            self.num_samples if split == "train" else self.num_samples // 4,
+            self.num_classes,
+            self.image_size,
+            self.channels,
+            seed=0,  # the same class templates for every split
+            split=split,
+        )
