@@ -1,18 +1,24 @@
-"""Typed schemas for the main config groups, registered in Hydra's ConfigStore.
+"""Typed schemas for every config node, registered in Hydra's ConfigStore.
 
-Each group option in ``conf/`` starts its defaults list with its group's schema
+Each group option in ``conf/`` starts its defaults list with its schema
 (``- /schema/data@_here_``), so a value of the wrong type (``data.batch_size=abc``) fails
 when the config is composed, with Hydra's message naming the key, before any work. Unknown
 keys fail there too (the configs are in struct mode), as do new keys without ``+`` and
 unknown group options. What a type cannot say (a temperature must be positive, a crop
 range ordered) the constructors check, also before any work.
+
+Every schema is derived from what it configures (:func:`signature_schema`: a constructor's
+or function's signature; :func:`_schema_of`: a dataclass's fields), so each default lives
+in one place, the signature, and a group YAML holds only what differs from it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import inspect
+import pathlib
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -22,95 +28,80 @@ from typing import Any, Optional, Union
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from contrastive.data import ImageDataModule
+from contrastive.data.sources import SOURCES
 from contrastive.transforms.recipe import ViewRecipe
 
 # Optional[...] rather than "X | None": OmegaConf reads these annotations at run time,
 # and on Python 3.10 it does not understand the "|" form in strings.
 
+_PRIMITIVES: tuple[type, ...] = (int, float, str, bool, bytes, pathlib.Path, enum.Enum)
 
-@dataclass
-class DataSchema:
-    _target_: str = "contrastive.data.ImageDataModule"
-    dataset: str = MISSING
-    root: Optional[str] = "data"  # noqa: UP045
-    download: bool = False
-    batch_size: int = 256
-    eval_batch_size: int = 1024
-    num_workers: int = 0
-    bank_size: Optional[int] = None  # noqa: UP045
-    image_size: int = 32
-    channels: int = 3
-    num_samples: int = 2048
-    num_classes: Optional[int] = 10  # noqa: UP045
-    labelled: bool = True
-    on_bad_image: str = "error"
-    seed: int = 0
-    verify: bool = True
+
+def _config_type(hint: Any) -> Any:
+    """The nearest type OmegaConf can hold and check: primitives, ``Optional`` and unions of
+    them as they are, tuples and sequences as lists, ``Literal`` choices of strings as
+    ``str``, lists and string-keyed dicts of primitives; anything else (a class, a
+    callable, a ``PathLike``) ``Any``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or (isinstance(hint, type) and issubclass(hint, _PRIMITIVES)):
+        return hint
+    if origin is typing.Literal:
+        return str if all(isinstance(arg, str) for arg in args) else Any
+    if origin in (Union, types.UnionType):
+        members = [_config_type(arg) for arg in args if arg is not type(None)]
+        if Any in members or (len(members) > 1 and any(typing.get_origin(m) for m in members)):
+            return Any  # OmegaConf holds no unions of containers (trainer.devices)
+        union = members[0] if len(members) == 1 else Union[tuple(members)]  # noqa: UP007
+        return Optional[union] if type(None) in args else union  # noqa: UP045
+    if origin in (tuple, list, Sequence) and args:
+        item = _config_type(args[0])
+        return list[item] if item is not Any else list[Any]  # type: ignore[valid-type]
+    if origin is dict and len(args) == 2 and args[0] is str:
+        return dict[str, _config_type(args[1])]  # type: ignore[misc]
+    return Any
+
+
+def _field(default: Any) -> Any:
+    """A dataclass field of ``default``: lists for tuples, copies for containers, and
+    ``???`` (the YAML must build it) for an object a config cannot hold (a timedelta)."""
+    if default is MISSING:
+        return field(default=MISSING)
+    if isinstance(default, tuple | list | dict):
+        copy = list if isinstance(default, tuple) else type(default)
+        return field(default_factory=functools.partial(copy, default))
+    if default is None or isinstance(default, _PRIMITIVES):
+        return field(default=default)
+    return field(default=MISSING)
 
 
 def _schema_of(cls: type, target: str) -> type:
     """A structured-config twin of the dataclass ``cls`` (its fields, types and defaults,
-    tuples as lists and ``Literal`` choices as ``str``, which OmegaConf can hold) with a
-    ``_target_`` of ``target``: one definition of the fields, in ``cls``."""
+    in the types OmegaConf can hold, see :func:`_config_type`) with a ``_target_`` of
+    ``target``: one definition of the fields, in ``cls``."""
     hints = typing.get_type_hints(cls)
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=target))]
     for spec in dataclasses.fields(cls):
-        hint = hints[spec.name]
-        origin = typing.get_origin(hint)
-        if origin is tuple:
-            hint = list[typing.get_args(hint)[0]]  # type: ignore[misc]
-        elif origin is typing.Literal:
-            hint = str
-        if spec.default is dataclasses.MISSING:
-            default = field(default=MISSING)
-        elif isinstance(spec.default, tuple):
-            default = field(default_factory=functools.partial(list, spec.default))
-        else:
-            default = field(default=spec.default)
-        fields.append((spec.name, hint, default))
+        default = MISSING if spec.default is dataclasses.MISSING else spec.default
+        fields.append((spec.name, _config_type(hints[spec.name]), _field(default)))
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
-
-
-AugmentSchema = _schema_of(ViewRecipe, "contrastive.transforms.ViewRecipe")
-
-_PLAIN = (int, float, bool, str)
-
-
-def _config_type(hint: Any) -> Any:
-    """``hint`` as a type OmegaConf can hold: plain values, ``Optional`` of them, lists of
-    them (tuples become lists), ``Literal`` choices as ``str``; anything else (modules,
-    callables, unions of several types) is ``Any``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint in _PLAIN:
-        return hint
-    if origin is typing.Literal:
-        return str
-    if origin in (Union, types.UnionType):
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1 and len(args) == 2:
-            inner = _config_type(rest[0])
-            return Any if inner is Any else Optional[inner]  # noqa: UP045
-        return Any
-    if origin in (list, tuple, Sequence) and args and _config_type(args[0]) in _PLAIN:
-        return list[_config_type(args[0])]  # type: ignore[misc]
-    return Any
 
 
 def signature_schema(
     target: Callable[..., Any],
-    path: str,
+    path: str | None = None,
     exclude: tuple[str, ...] = (),
     partial: bool = False,
     nested: dict[str, Any] | None = None,
     extra: dict[str, tuple[Any, Any]] | None = None,
 ) -> type:
-    """A structured-config schema of ``target``'s keyword arguments: their types (see
-    :func:`_config_type`) and defaults, read from its signature, so a group YAML holds only
-    what differs. ``path`` is the ``_target_``; ``exclude`` drops the arguments the job
-    passes itself (the backbone of a probe, ...); ``partial`` adds ``_partial_: true``;
-    ``nested`` gives a schema to a node-valued argument (the projection head of SimCLR);
-    ``extra`` adds ``name: (type, default)`` fields for what a ``**kwargs`` passes on (W&B's
-    ``group``, ``tags``, ...)."""
+    """A structured-config schema of ``target``'s keyword arguments: one field per
+    parameter, typed from its hint (see :func:`_config_type`), its default the signature's
+    (none: ``???``, mandatory). ``path`` is the ``_target_`` (by default the target's own
+    module path); ``exclude`` drops the arguments the job passes itself (the backbone of a
+    probe, ...); ``partial`` adds ``_partial_: true``; ``nested`` gives a type or schema to
+    an argument (the projection head of SimCLR); ``extra`` adds ``name: (type, default)``
+    fields for what a ``**kwargs`` passes on (W&B's ``group``, ``tags``, ...)."""
     function = target.__init__ if inspect.isclass(target) else target
     parameters = inspect.signature(function).parameters
     try:
@@ -119,6 +110,7 @@ def signature_schema(
         hints = {
             n: p.annotation for n, p in parameters.items() if not isinstance(p.annotation, str)
         }
+    path = path or f"{target.__module__}.{target.__qualname__}"
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=path))]
     if partial:
         fields.append(("_partial_", bool, field(default=True)))
@@ -134,22 +126,32 @@ def signature_schema(
         ):
             continue
         hint = (nested or {}).get(name) or _config_type(hints.get(name, Any))
-        default = parameter.default
-        if default is inspect.Parameter.empty:
-            spec = field(default=MISSING)
-        elif isinstance(default, tuple | list):
-            spec = field(default_factory=functools.partial(list, default))
-        elif dataclasses.is_dataclass(hint):
+        default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
+        if dataclasses.is_dataclass(hint) and default is MISSING:
             spec = field(default_factory=hint)  # type: ignore[arg-type]
-        elif default is None or isinstance(default, _PLAIN):
-            spec = field(default=default)
-        else:  # an object a config cannot hold (a timedelta, ...): the YAML must build it
-            spec = field(default=MISSING)
+        else:
+            spec = _field(default)
         fields.append((name, hint, spec))
     for name, (hint, default) in (extra or {}).items():
         fields.append((name, hint, field(default=default)))
     name = getattr(target, "__name__", "Node")
     return dataclasses.make_dataclass(f"{name[0].upper()}{name[1:]}Schema", fields)
+
+
+AugmentSchema = _schema_of(ViewRecipe, "contrastive.transforms.ViewRecipe")
+# The datamodule's generic options (``data``) and each source's own (``data.source``, one
+# schema per source: ``schema/source/<name>``), from their constructors' signatures.
+DataSchema = signature_schema(ImageDataModule, "contrastive.data.ImageDataModule")
+SOURCE_SCHEMAS: dict[str, type] = {
+    name: signature_schema(cls, f"contrastive.data.sources.{cls.__name__}")
+    for name, cls in SOURCES.items()
+}
+
+
+@dataclass
+class OptimSchema:
+    optimizer: dict[str, Any] = MISSING
+    scheduler: Optional[dict[str, Any]] = None  # noqa: UP045
 
 
 def _backbone_schemas() -> dict[str, type]:
@@ -173,12 +175,6 @@ def _loss_schemas() -> dict[str, type]:
     from contrastive.losses import InfoNCELoss
 
     return {"loss": signature_schema(InfoNCELoss, "contrastive.losses.InfoNCELoss")}
-
-
-@dataclass
-class OptimSchema:
-    optimizer: dict[str, Any] = MISSING
-    scheduler: Optional[dict[str, Any]] = None  # noqa: UP045
 
 
 def _run_schemas() -> dict[str, type]:
@@ -262,13 +258,15 @@ SCHEMAS: dict[str, type] = {
     "data": DataSchema,
     "augment": AugmentSchema,
     "optim": OptimSchema,
+    **{f"source/{name}": node for name, node in SOURCE_SCHEMAS.items()},
 }
 
 
 def register() -> None:
-    """Store every schema as ``schema/<name>`` (idempotent)."""
+    """Store every schema as ``schema/<name>`` (idempotent); ``source/<name>`` ones go to
+    the group ``schema/source``, and so on."""
     store = ConfigStore.instance()
     derived = {**_backbone_schemas(), **_loss_schemas(), **_method_schemas(), **_run_schemas()}
-    for name, node in {**SCHEMAS, **derived}.items():
-        group, _, option = f"schema/{name}".rpartition("/")
-        store.store(group=group, name=option, node=node)
+    for key, node in {**SCHEMAS, **derived}.items():
+        group, _, name = f"schema/{key}".rpartition("/")
+        store.store(group=group, name=name, node=node)

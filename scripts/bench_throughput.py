@@ -29,8 +29,13 @@ COMMON = [
     "trainer.enable_model_summary=false",
     "data=synthetic",
 ]
-FMNIST = ["data.image_size=28", "data.channels=1"]
-CIFAR = ["experiment=cifar10_simclr", "data=synthetic", "data.image_size=32", "data.channels=3"]
+FMNIST = ["data.source.image_size=28", "data.source.channels=1"]
+CIFAR = [
+    "experiment=cifar10_simclr",
+    "data=synthetic",
+    "data.source.image_size=32",
+    "data.source.channels=3",
+]
 CASES: dict[str, dict[str, list[str]]] = {
     "cpu": {
         "fmnist small_cnn b256 fp32": [*FMNIST, "data.batch_size=256"],
@@ -67,7 +72,7 @@ CASES: dict[str, dict[str, list[str]]] = {
 def measure(overrides: list[str], steps: int, warmup: int, output_dir: str) -> tuple[float, float]:
     cfg = compose_job(output_dir, "pretrain", *COMMON, *overrides)
     with open_dict(cfg):
-        cfg.data.num_samples = cfg.data.batch_size * (steps + warmup)
+        cfg.data.source.num_samples = cfg.data.batch_size * (steps + warmup)
         cfg.trainer.max_epochs = 1
     datamodule, model, callbacks, trainer = build(cfg)
     if torch.cuda.is_available():

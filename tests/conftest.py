@@ -66,7 +66,7 @@ def pretrained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from contrastive.jobs.pretrain import pretrain
 
     run = tmp_path_factory.mktemp("pretrain")
-    overrides = ["data=synthetic", "data.num_samples=256", "data.batch_size=64"]
+    overrides = ["data=synthetic", "data.source.num_samples=256", "data.batch_size=64"]
     run_job_in(
         run,
         pretrain,
@@ -91,7 +91,7 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) ->
         "linear_probe",
         f"pretrained={pretrained_run}",
         "data=synthetic",
-        "data.num_samples=256",
+        "data.source.num_samples=256",
         "probe.batch_size=32",
         "probe.optimizer.lr=1e-2",
         "trainer.max_epochs=10",

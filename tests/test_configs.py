@@ -19,7 +19,7 @@ from tests.conftest import options, run_script
 
 # Options that need a value only a user can give.
 REQUIRED: dict[str, list[str]] = {
-    "data/image_folder": ["data.root=/nonexistent/folder", "data.num_classes=5"],
+    "data/image_folder": ["data.source.root=/nonexistent/folder", "data.num_classes=5"],
 }
 GROUPS = ["data", "backbone", "augment", "loss", "optim", "trainer", "logger", "callbacks"]
 
@@ -109,7 +109,9 @@ def test_struct_mode_rejects_unknown_keys(compose_cfg: Any) -> None:
         ("loss.temperature=warm", r"loss.temperature"),
         ("augment.flip_prob=[1]", r"augment.flip_prob"),
         ("backbone.widths=wide", r"backbone.widths"),
+        ("data.source.verify=maybe", r"data.source.verify"),  # the source's own schema
         ("data.batchsize=64", r"batchsize"),  # an unknown key
+        ("data.source.num_samples=64", r"num_samples"),  # another source's option
         ("new_key=1", r"new_key"),  # a new key needs +
         ("backbone=resnet99", r"resnet99"),  # an unknown group option
     ],
@@ -162,3 +164,47 @@ def test_group_sets_a_pretraining_runs_wandb_group(compose_cfg: Any) -> None:
     finally:
         run.finish()
     assert Run(compose_cfg()).provenance().wandb_group == "fashion_mnist_simclr"
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_data_configs_hold_only_what_differs_from_the_signatures(option: str) -> None:
+    """Defaults live in the constructors: ImageDataModule's and the source's, whose
+    ``_target_`` is the source registered under the option's name."""
+    from hydra.utils import get_class
+
+    from contrastive.cli import CONF_DIR
+    from contrastive.data.sources import SOURCES
+
+    written = OmegaConf.load(Path(CONF_DIR) / "data" / f"{option}.yaml")
+    source = get_class(written.source._target_)
+    assert source is SOURCES[option]
+    assert written.defaults == [
+        "/schema/data@_here_",
+        f"/schema/source/{option}@source",
+        "_self_",
+    ]
+    for node, cls in ((written, ImageDataModule), (written.source, source)):
+        parameters = inspect.signature(cls.__init__).parameters
+        for key in set(node) - {"_target_", "defaults", "source"}:
+            default = parameters[str(key)].default
+            assert OmegaConf.to_container(node, resolve=False)[key] != default, (option, key)
+
+
+def test_data_schemas_are_the_constructors_signatures() -> None:
+    from dataclasses import MISSING, fields
+
+    from contrastive import schema
+    from contrastive.data.sources import SOURCES
+
+    pairs = [(schema.DataSchema, ImageDataModule)]
+    pairs += [(schema.SCHEMAS[f"source/{name}"], cls) for name, cls in SOURCES.items()]
+    for node, cls in pairs:
+        parameters = dict(inspect.signature(cls.__init__).parameters)
+        parameters.pop("self")
+        derived = {f.name: f for f in fields(node)}
+        assert derived.pop("_target_").default.rsplit(".", 1)[-1] == cls.__name__
+        assert list(derived) == list(parameters)
+        for name, field in derived.items():
+            default = field.default if field.default is not MISSING else field.default_factory()
+            expected = parameters[name].default
+            assert default == ("???" if expected is inspect.Parameter.empty else expected)

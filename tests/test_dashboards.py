@@ -22,7 +22,7 @@ from tests.wandb_reader import WandbRun, iter_records, read_run, wait_for_run
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 PRETRAIN = [
     "data=synthetic",
-    "data.num_samples=512",
+    "data.source.num_samples=512",
     "data.batch_size=64",
     "backbone.widths=[8,16]",
     "trainer.max_epochs=3",
@@ -79,7 +79,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "linear_probe",
         f"pretrained={pretrain_dir}",
         "data=synthetic",
-        "data.num_samples=512",
+        "data.source.num_samples=512",
         "trainer.max_epochs=3",
         "trainer.log_every_n_steps=1",
         *QUIET,

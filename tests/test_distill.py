@@ -29,7 +29,7 @@ from contrastive.transforms import ImageInputs, ViewRecipe
 from tests.conftest import QUIET, fit_quietly, run_job_in, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ["data=synthetic", "data.num_samples=256"]
+DATA = ["data=synthetic", "data.source.num_samples=256"]
 DISTILL = [
     *DATA,
     "data.batch_size=32",
@@ -236,7 +236,12 @@ def test_garbage_probe_head(tmp_path: Path, probe_run: Path) -> None:
 def test_number_of_classes_that_does_not_match_the_teacher(tmp_path: Path, probe_run: Path) -> None:
     with pytest.raises(ConfigError, match=r"probe_head\.pt predicts 10 classes.*num_classes=4"):
         run_job_in(
-            tmp_path, distill, "distill", f"teacher={probe_run}", "data.num_classes=4", *DISTILL
+            tmp_path,
+            distill,
+            "distill",
+            f"teacher={probe_run}",
+            "data.source.num_classes=4",
+            *DISTILL,
         )
 
 

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # random crops / flips / jitter made on the device from the view generator.
 JOB = [
     "data=synthetic",
-    "data.image_size=28",
-    "data.channels=1",
-    "data.num_samples=1024",
+    "data.source.image_size=28",
+    "data.source.channels=1",
+    "data.source.num_samples=1024",
     "data.batch_size=64",
     "data.num_workers=2",
     "backbone.widths=[8,16]",
@@ -870,16 +870,19 @@ def test_a_damaged_dataset_file_is_named_before_training(tmp_path: Path) -> None
     labels.write_bytes(gzip.compress(bytes(raw)))
     run_dir = tmp_path / "run"
     result = run_script(
-        "pretrain.py", f"data.root={root}", "logger=none", f"hydra.run.dir={run_dir}"
+        "pretrain.py", f"data.source.root={root}", "logger=none", f"hydra.run.dir={run_dir}"
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert str(labels) in result.stderr and "sha256" in result.stderr
-    assert "data.verify=false" in result.stderr and "apt-get install --reinstall" in result.stderr
+    assert (
+        "data.source.verify=false" in result.stderr
+        and "apt-get install --reinstall" in result.stderr
+    )
     assert "Traceback" not in result.stderr and not (run_dir / "checkpoints").exists()
     unchecked = run_script(
         "pretrain.py",
-        f"data.root={root}",
-        "data.verify=false",
+        f"data.source.root={root}",
+        "data.source.verify=false",
         "trainer.max_steps=1",
         "trainer.limit_val_batches=1",
         "logger=none",

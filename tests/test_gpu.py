@@ -57,7 +57,7 @@ def test_short_pretraining_on_gpu_in_bf16(compose_cfg: Any, tmp_path: Path) -> N
     cfg = compose_cfg(
         "trainer=gpu",
         "data=synthetic",
-        "data.num_samples=512",
+        "data.source.num_samples=512",
         "data.batch_size=64",
         "logger=csv",
         "trainer.max_epochs=1",

@@ -29,7 +29,7 @@ def test_submitit_local_runs_a_real_short_job(tmp_path: Path) -> None:
         "hydra.launcher.timeout_min=5",
         f"hydra.sweep.dir={sweep}",
         "data=synthetic",
-        "data.num_samples=256",
+        "data.source.num_samples=256",
         "data.batch_size=64",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",

@@ -88,7 +88,7 @@ def test_frozen_backbone_is_bit_identical_after_training(finetune: bool) -> None
 
 PROBE = [
     "data=synthetic",
-    "data.num_samples=256",
+    "data.source.num_samples=256",
     "probe.batch_size=32",
     "probe.optimizer.lr=1e-2",
     "trainer.max_epochs=10",

@@ -16,7 +16,7 @@ import torchvision
 from contrastive.checkpoints import load_pretrained
 from contrastive.jobs.pretrain import build, pretrain
 from tests.conftest import needs_fashion_mnist
-from tests.data.test_sources import CIFAR10_FILES, write_cifar
+from tests.data.formats import CIFAR10_FILES, write_cifar
 from tests.wandb_reader import wait_for_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def test_default_experiment_writes_every_output(compose_cfg: Any, tmp_path: Path
     steps = [step for step, _ in run.metric("train/loss")]
     assert len(steps) >= 3 and steps == sorted(steps)
     assert run.config["loss"]["temperature"] == cfg.loss.temperature
-    assert run.config["data"]["dataset"] == "fashion_mnist"
+    assert run.config["data"]["source"]["_target_"] == "contrastive.data.sources.FashionMNIST"
     assert run.run["group"] == "fashion_mnist_simclr" and run.run["job_type"] == "pretrain"
     for key in ("train/lr", "train/temperature", "train/pos_sim", "train/neg_sim"):
         assert run.metric(key), key
@@ -89,8 +89,8 @@ def test_cifar10_experiment_runs_a_few_steps(compose_cfg: Any, tmp_path: Path) -
     root = cifar10_root(tmp_path)
     cfg = compose_cfg(
         "experiment=cifar10_simclr",
-        f"data.root={root}",
-        "data.verify=false",  # a tiny fixture under the official file names
+        f"data.source.root={root}",
+        "data.source.verify=false",  # a tiny fixture under the official file names
         "data.batch_size=16",
         "data.eval_batch_size=32",
         "logger=csv",
@@ -112,9 +112,9 @@ def test_standard_stem_resnet_backbone_loads_into_torchvision(
 ) -> None:
     cfg = compose_cfg(
         "data=synthetic",
-        "data.channels=3",
-        "data.image_size=32",
-        "data.num_samples=64",
+        "data.source.channels=3",
+        "data.source.image_size=32",
+        "data.source.num_samples=64",
         "data.batch_size=16",
         "augment=cifar",
         "backbone=resnet18",
@@ -132,7 +132,11 @@ def test_standard_stem_resnet_backbone_loads_into_torchvision(
 @pytest.mark.parametrize("logger", ["csv", "tensorboard", "none"])
 def test_other_loggers(compose_cfg: Any, tmp_path: Path, logger: str) -> None:
     cfg = compose_cfg(
-        "data=synthetic", "data.num_samples=64", "data.batch_size=16", f"logger={logger}", *FAST
+        "data=synthetic",
+        "data.source.num_samples=64",
+        "data.batch_size=16",
+        f"logger={logger}",
+        *FAST,
     )
     pretrain(cfg)
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
@@ -162,11 +166,11 @@ def test_cli_missing_dataset(tmp_path: Path) -> None:
     result = run_cli(
         "data=cifar10",
         "augment=cifar",
-        f"data.root={tmp_path / 'nothing'}",
+        f"data.source.root={tmp_path / 'nothing'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
     )
-    assert_clear_error(result, "CIFAR-10", "data.download=true")
+    assert_clear_error(result, "CIFAR-10", "data.source.download=true")
 
 
 def test_cli_unknown_config_option_lists_the_valid_ones(tmp_path: Path) -> None:
@@ -186,14 +190,17 @@ def test_cli_bad_temperature(tmp_path: Path) -> None:
 
 def test_cli_grayscale_backbone_fed_rgb(tmp_path: Path) -> None:
     result = run_cli(
-        "data=synthetic", "data.channels=3", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+        "data=synthetic",
+        "data.source.channels=3",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
     )
     assert_clear_error(result, "3-channel", "1-channel", "augment=cifar")
 
 
 def test_resume_auto_continues_from_last_checkpoint(compose_cfg: Any, tmp_path: Path) -> None:
     """A requeued job reruns in the same directory and continues where it stopped."""
-    common = ["data=synthetic", "data.num_samples=128", "data.batch_size=32", "logger=none"]
+    common = ["data=synthetic", "data.source.num_samples=128", "data.batch_size=32", "logger=none"]
     first = pretrain(compose_cfg(*common, "trainer.max_epochs=1"))
     assert first["train/epochs"] == 1
     steps_per_epoch = 128 // 32
@@ -234,13 +241,13 @@ def test_image_folder_pretraining(compose_cfg: Any, tmp_path: Path, labelled: bo
         write_image_folder(data / "val", classes, 5)
     cfg = compose_cfg(
         "data=image_folder",
-        f"data.root={data}",
+        f"data.source.root={data}",
         "data.num_classes=2",
-        "data.image_size=32",
+        "data.source.image_size=32",
         "data.num_workers=0",
         "data.batch_size=8",
         "data.eval_batch_size=8",
-        f"data.labelled={labelled}",
+        f"data.source.labelled={labelled}",
         "augment=cifar",
         "logger=none",
         *FAST,
@@ -253,7 +260,7 @@ def test_image_folder_pretraining(compose_cfg: Any, tmp_path: Path, labelled: bo
         assert "val/knn_top1" not in metrics
 
 
-SYNTH = ["data=synthetic", "data.num_samples=512", "data.batch_size=64", "logger=none"]
+SYNTH = ["data=synthetic", "data.source.num_samples=512", "data.batch_size=64", "logger=none"]
 
 
 def test_online_probe_survives_the_final_validation(compose_cfg: Any) -> None:
@@ -309,8 +316,8 @@ def test_image_folder_class_count_must_match(compose_cfg: Any, tmp_path: Path) -
     write_image_folder(tmp_path / "images" / "val", ["a", "b", "c"], 2)
     base = [
         "data=image_folder",
-        f"data.root={tmp_path / 'images'}",
-        "data.image_size=32",
+        f"data.source.root={tmp_path / 'images'}",
+        "data.source.image_size=32",
         "data.num_workers=0",
         "data.batch_size=4",
         "augment=cifar",

@@ -13,18 +13,29 @@ from contrastive.callbacks.gather import eval_set_size, gather_in_order
 from contrastive.heads import LinearHead
 
 
+def _check_num_classes(num_classes: int | None) -> int:
+    if num_classes is None:
+        raise ValueError("online probe: no num_classes given, and the datamodule has none")
+    if num_classes < 2:
+        raise ValueError(f"online probe num_classes must be >= 2, got {num_classes}")
+    return num_classes
+
+
 class OnlineLinearProbe(pl.Callback):
     """Trains a linear head on detached features of the training views with cross-entropy
     and logs ``train/online_loss`` and ``val/online_top1`` on the test loader (index 1).
 
     The head never sends gradients into the backbone. It expects ``training_step`` and
     ``validation_step`` to return ``{"features", "labels"}``; unlabelled samples
-    (label -1) are ignored.
+    (label -1) are ignored. ``num_classes=None`` takes the trainer's datamodule's
+    ``num_classes`` when the head is built (``setup``).
     """
 
-    def __init__(self, num_classes: int, lr: float = 1e-3, weight_decay: float = 0.0) -> None:
-        if num_classes < 2:
-            raise ValueError(f"online probe num_classes must be >= 2, got {num_classes}")
+    def __init__(
+        self, num_classes: int | None = None, lr: float = 1e-3, weight_decay: float = 0.0
+    ) -> None:
+        if num_classes is not None:
+            _check_num_classes(num_classes)
         self.num_classes = num_classes
         self.lr = lr
         self.weight_decay = weight_decay
@@ -40,6 +51,9 @@ class OnlineLinearProbe(pl.Callback):
         # Built once: setup() also runs for trainer.validate() after fit, which must score
         # the head trained during fit, not a fresh one.
         if self.head is None:
+            if self.num_classes is None:
+                datamodule = getattr(trainer, "datamodule", None)
+                self.num_classes = _check_num_classes(getattr(datamodule, "num_classes", None))
             dim = int(pl_module.feature_dim)  # type: ignore[arg-type]
             self.head = LinearHead(dim, self.num_classes, batch_norm=True)
             self.optimizer = torch.optim.AdamW(

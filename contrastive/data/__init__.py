@@ -1,6 +1,7 @@
 """Offline dataset sources and the LightningDataModule over them."""
 
-from contrastive.data.datamodule import SPLITS, ImageDataModule
+from contrastive.data.datamodule import ImageDataModule
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
+from contrastive.data.sources import SOURCES, SPLITS
 
-__all__ = ["SPLITS", "DatasetFormatError", "DatasetNotFoundError", "ImageDataModule"]
+__all__ = ["SOURCES", "SPLITS", "DatasetFormatError", "DatasetNotFoundError", "ImageDataModule"]

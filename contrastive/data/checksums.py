@@ -1,4 +1,4 @@
-"""Known digests of the official dataset files, checked before training (``data.verify``).
+"""Known digests of the official dataset files, checked before training (``data.source.verify``).
 
 Fashion-MNIST: SHA-256 of each IDX file's *decompressed* bytes, so a copy gzipped again
 (Debian's ``dataset-fashion-mnist`` recompresses the archives) still verifies; taken from
@@ -66,5 +66,5 @@ def verify(path: Path, content: bytes, remedy: str) -> None:
             path,
             f"its {algorithm} is {found}, but the official {name} has {expected}",
             hint=f"The file is damaged or not the official one. {remedy} (or set "
-            "data.verify=false to use a modified copy on purpose).",
+            "data.source.verify=false to use a modified copy on purpose).",
         )

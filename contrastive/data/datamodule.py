@@ -1,4 +1,4 @@
-"""LightningDataModules over the offline sources in :mod:`contrastive.data.sources`.
+"""The LightningDataModule over one offline source of :mod:`contrastive.data.sources`.
 
 Training batches are ``(images, labels)`` with uint8 ``(B, C, H, W)`` images for the
 batched view path (views are made on the device, see ``methods``), or float
@@ -22,18 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from contrastive.data.sampler import ResumableSampler
-from contrastive.data.sources import ImageArrays, ImageFolderDataset, load_arrays
+from contrastive.data.sources import ImageArrays, Source
 from contrastive.transforms import PerSampleViews, ViewRecipe
-
-# Which split each dataset pretrains on, builds the kNN bank from, and tests on.
-SPLITS: dict[str, tuple[str, str, str]] = {
-    "fashion_mnist": ("train", "train", "test"),
-    "cifar10": ("train", "train", "test"),
-    "cifar100": ("train", "train", "test"),
-    "stl10": ("train+unlabeled", "train", "test"),
-    "synthetic": ("train", "train", "test"),
-    "image_folder": ("train", "train", "val"),
-}
 
 
 class ArrayDataset(Dataset[tuple[Tensor, Tensor]]):
@@ -108,70 +98,58 @@ def collate(batch: Any) -> Any:
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """One datamodule for every source: pretraining, kNN-bank and test loaders.
+    """One datamodule for every source: pretraining, kNN-bank and test loaders, from the
+    splits the source declares (:class:`~contrastive.data.sources.Splits`).
 
     Args:
-        dataset: one of ``SPLITS``.
-        root: where to look first for the files.
-        download: allow torchvision to download a missing dataset into ``root``.
+        source: the dataset, built (``data.source``: its ``_target_`` and options).
         batch_size: training batch size per process.
         eval_batch_size: batch size of the two validation loaders.
         num_workers: DataLoader workers (the per-sample view path needs them; in-memory
             batches for the batched path do not).
         bank_size: use only the first ``bank_size`` bank images (``None``: all).
-        image_size, channels: for ``image_folder`` only (resize target and mode).
-        labelled: for ``image_folder`` only: ``False`` pretrains on every image under
-            ``root/train`` (no class folders needed) and skips kNN / online-probe scoring.
-        on_bad_image: for ``image_folder`` only: ``error`` or ``skip`` unreadable images.
-        num_samples, num_classes: for ``synthetic`` only.
-        verify: check Fashion-MNIST's and CIFAR's official files against their known
-            digests (:mod:`contrastive.data.checksums`) before training.
         seed: the base of the training order (:class:`ResumableSampler`): epoch ``e`` is
             shuffled by ``seed + e`` alone, so a restarted job replays it exactly.
+        num_classes: the number of classes the jobs size their heads for (``None``: the
+            source's; for an image folder, its class folders once read).
+
+    Attributes:
+        dataset: the source's name, e.g. ``"fashion_mnist"``.
+        num_classes: as configured, else the source's; filled in from the class folders
+            by :meth:`prepare_data` where only they can tell.
+        classes: the class names of the last split loaded (empty before any is).
+        labelled: whether the source has labels (``False``: pretraining only).
     """
 
     def __init__(
         self,
-        dataset: str = "fashion_mnist",
-        root: str | None = "data",
-        download: bool = False,
+        source: Source,
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         num_workers: int = 0,
         bank_size: int | None = None,
-        image_size: int = 32,
-        channels: int = 3,
-        num_samples: int = 2048,
-        num_classes: int = 10,
-        labelled: bool = True,
-        on_bad_image: str = "error",
         seed: int = 0,
-        verify: bool = True,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in SPLITS:
-            raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(SPLITS)}")
+        if not isinstance(source, Source):
+            raise TypeError(
+                f"source must be a contrastive.data.sources.Source, got {type(source).__name__}"
+            )
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.root = root
-        self.download = download
+        self.source = source
+        self.dataset = source.name
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.bank_size = bank_size
-        self.image_size = image_size
-        self.channels = channels
-        self.num_samples = num_samples
-        self.num_classes = num_classes
-        self.labelled = labelled or dataset != "image_folder"
-        if on_bad_image not in ("error", "skip"):
-            raise ValueError(f"data.on_bad_image must be error or skip, got {on_bad_image!r}")
-        self.on_bad_image = on_bad_image
         self.seed = seed
-        self.verify = verify
+        self.num_classes = source.num_classes if num_classes is None else num_classes
+        self.labelled = source.labelled
+        self.splits = source.splits
         self.view_recipe: ViewRecipe | None = None
-        self._splits: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
+        self._datasets: dict[str, Dataset[tuple[Tensor, Tensor]]] = {}
         self.classes: tuple[str, ...] = ()
 
     def use_views(self, recipe: ViewRecipe) -> None:
@@ -179,54 +157,31 @@ class ImageDataModule(pl.LightningDataModule):
         self.view_recipe = recipe
 
     def _load(self, split: str) -> Dataset[tuple[Tensor, Tensor]]:
-        if split in self._splits:
-            return self._splits[split]
-        dataset: Dataset[tuple[Tensor, Tensor]]
-        if self.dataset == "image_folder":
-            root = f"{self.root}/{split}"
-            folder = ImageFolderDataset(
-                root,
-                image_size=self.image_size,
-                channels=self.channels,
-                labelled=self.labelled,
-                on_bad_image=self.on_bad_image,  # type: ignore[arg-type]
-            )
-            self.classes = tuple(folder.classes)
-            dataset = folder  # type: ignore[assignment]
-        else:
-            kwargs: dict[str, Any] = {}
-            if self.dataset == "synthetic":
-                kwargs = dict(
-                    num_samples=self.num_samples if split == "train" else self.num_samples // 4,
-                    num_classes=self.num_classes,
-                    image_size=self.image_size,
-                    channels=self.channels,
-                    seed=0,  # the same class templates for every split
-                )
-            else:
-                kwargs = {"verify": self.verify}
-            arrays = load_arrays(self.dataset, self.root, split, self.download, **kwargs)  # type: ignore[arg-type]
-            self.classes = arrays.classes
-            dataset = ArrayDataset(arrays)
-        self._splits[split] = dataset
+        if split in self._datasets:
+            return self._datasets[split]
+        loaded = self.source.load(split)
+        # An image folder's items carry int labels; the loaders collate them alike.
+        dataset: Dataset[tuple[Tensor, Tensor]] = (
+            ArrayDataset(loaded) if isinstance(loaded, ImageArrays) else loaded  # type: ignore[assignment]
+        )
+        self.classes = tuple(loaded.classes)
+        if self.num_classes is None and self.labelled and self.classes:
+            self.num_classes = len(self.classes)
+        self._datasets[split] = dataset
         return dataset
-
-    def _needed_splits(self) -> set[str]:
-        splits = SPLITS[self.dataset]
-        return set(splits) if self.labelled else {splits[0]}
 
     def prepare_data(self) -> None:
         # Fails early, with the message of sources.DatasetNotFoundError, if data is missing.
-        for split in self._needed_splits():
+        for split in self.splits.used(self.labelled):
             self._load(split)
 
     def setup(self, stage: str | None = None) -> None:
-        for split in self._needed_splits():
+        for split in self.splits.used(self.labelled):
             self._load(split)
 
     def sample_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the images."""
-        image, _ = self._load(SPLITS[self.dataset][2 if self.labelled else 0])[0]
+        image, _ = self._load(self.splits.test if self.labelled else self.splits.pretrain)[0]
         return tuple(image.shape)  # type: ignore[return-value]
 
     def _loader(
@@ -252,7 +207,7 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
-        dataset = self._load(SPLITS[self.dataset][0])
+        dataset = self._load(self.splits.pretrain)
         sampler = self.train_sampler()
         if self.view_recipe is not None and self.view_recipe.backend == "per_sample":
             dataset = _TransformedDataset(dataset, PerSampleViews(self.view_recipe))
@@ -263,7 +218,7 @@ class ImageDataModule(pl.LightningDataModule):
         """Training batches per epoch and process: the loader drops the partial ones, and
         ``limit`` (the trainer's ``limit_train_batches``) cuts the epoch as Lightning does:
         an int caps the count, a float keeps that fraction of it."""
-        batches = len(self._load(SPLITS[self.dataset][0])) // world_size // self.batch_size  # type: ignore[arg-type]
+        batches = len(self._load(self.splits.pretrain)) // world_size // self.batch_size  # type: ignore[arg-type]
         if isinstance(limit, int):
             return min(batches, limit)
         return batches if limit is None else int(batches * limit)
@@ -271,7 +226,7 @@ class ImageDataModule(pl.LightningDataModule):
     def train_sampler(self) -> ResumableSampler:
         """Each epoch's order from ``seed`` and the epoch alone, sharded by rank; when the
         trainer restarts mid-epoch from a checkpoint, the rest of that epoch."""
-        dataset = self._load(SPLITS[self.dataset][0])
+        dataset = self._load(self.splits.pretrain)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)  # type: ignore[arg-type]
@@ -297,10 +252,9 @@ class ImageDataModule(pl.LightningDataModule):
     def labelled_loaders(self, batch_size: int) -> tuple[DataLoader[Any], DataLoader[Any]]:
         """Unaugmented uint8 ``(train, test)`` loaders of the labelled splits, the training
         one shuffled: what a linear probe trains and tests on."""
-        _, train_split, test_split = SPLITS[self.dataset]
         return (
-            self._loader(self._load(train_split), batch_size, shuffle=True, drop_last=False),
-            self._loader(self._load(test_split), batch_size, shuffle=False),
+            self._loader(self._load(self.splits.bank), batch_size, shuffle=True, drop_last=False),
+            self._loader(self._load(self.splits.test), batch_size, shuffle=False),
         )
 
     def labels(self, split: str = "train") -> Tensor:
@@ -310,11 +264,10 @@ class ImageDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader[Any]]:
         if not self.labelled:
             return []  # nothing to score an unlabelled folder against
-        _, bank_split, test_split = SPLITS[self.dataset]
-        bank = self._load(bank_split)
+        bank = self._load(self.splits.bank)
         if self.bank_size is not None and self.bank_size < len(bank):  # type: ignore[arg-type]
             bank = torch.utils.data.Subset(bank, range(self.bank_size))
-        test = self._load(test_split)
+        test = self._load(self.splits.test)
         return [
             self._loader(bank, self.eval_batch_size, shuffle=False),
             self._loader(test, self.eval_batch_size, shuffle=False),

@@ -33,10 +33,10 @@ class DatasetNotFoundError(FileNotFoundError):
 
     Examples:
         >>> err = DatasetNotFoundError(
-        ...     "CIFAR-10 (cifar-10-batches-py/)", ["/data"], ["set `data.download=true`"]
+        ...     "CIFAR-10 (cifar-10-batches-py/)", ["/data"], ["set `data.source.download=true`"]
         ... )
         >>> print(err)
-        Could not find CIFAR-10 (cifar-10-batches-py/). Looked in: /data. To get it, set `data.download=true`.
+        Could not find CIFAR-10 (cifar-10-batches-py/). Looked in: /data. To get it, set `data.source.download=true`.
         >>> isinstance(err, FileNotFoundError)
         True
     """
