@@ -16,11 +16,17 @@ torch, no Lightning).
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from contrastive.losses.precision import (
+    NORMALIZE_EPS,
+    autocast_disabled,
+    check_pair,
+    compute_dtype,
+)
 
 __all__ = [
     "alignment",
@@ -98,32 +104,6 @@ def effective_rank(z: Tensor, eps: float = 1e-7) -> Tensor:
     return torch.exp(-(p * p.log()).sum())
 
 
-# similarity_stats follows the contrastive losses' precision rule (contrastive.losses.info_nce):
-# float32 (float64 for float64 inputs) with autocast off, and F.normalize's eps, so an all-zero
-# embedding has similarity 0 to everything instead of NaN.
-_NORMALIZE_EPS = 1e-12
-
-
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, otherwise float32 (fp16/bf16 are upcast)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _autocast_disabled(device: torch.device) -> AbstractContextManager[object]:
-    """Context disabling autocast on ``device`` so matmuls run in the inputs' dtype."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return nullcontext()
-
-
-def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
-    if z_a.ndim != 2 or z_a.shape != z_b.shape or z_a.shape[0] == 0:
-        raise ValueError(
-            "z_a and z_b must be non-empty (N, D) tensors of the same shape, got "
-            f"{tuple(z_a.shape)} and {tuple(z_b.shape)}"
-        )
-
-
 @torch.no_grad()
 def similarity_stats(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
     r"""Mean cosine similarity of positive and of negative pairs of a two-view batch, for logging.
@@ -149,12 +129,12 @@ def similarity_stats(z_a: Tensor, z_b: Tensor) -> dict[str, Tensor]:
         >>> {name: round(value.item(), 4) for name, value in stats.items()}
         {'pos_sim': 1.0, 'neg_sim': 0.0}
     """
-    _check_pair(z_a, z_b)
+    check_pair(z_a, z_b)
     num_samples = z_a.shape[0]
-    dtype = _compute_dtype(z_a, z_b)
-    with _autocast_disabled(z_a.device):
+    dtype = compute_dtype(z_a, z_b)
+    with autocast_disabled(z_a.device):
         embeddings = torch.cat([z_a, z_b]).to(dtype)  # (2N, D)
-        embeddings = F.normalize(embeddings, dim=1, eps=_NORMALIZE_EPS)
+        embeddings = F.normalize(embeddings, dim=1, eps=NORMALIZE_EPS)
         similarities = embeddings @ embeddings.T  # (2N, 2N)
     indices = torch.arange(2 * num_samples, device=z_a.device)  # (2N,)
     partner = (indices + num_samples) % (2 * num_samples)  # (2N,)

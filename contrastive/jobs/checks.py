@@ -142,7 +142,7 @@ def check_head(pretrained: Pretrained, datamodule: Any) -> None:
     if head.objective != "softmax":
         raise ConfigError(
             f"{head.path} is a '{head.objective}' head; logit distillation needs a "
-            "softmax (cross-entropy) probe: rerun the probe with probe.model.objective=softmax"
+            "softmax (cross-entropy) probe: rerun the probe with probe.objective=softmax"
         )
     if head.num_outputs != int(datamodule.num_classes):
         raise ConfigError(

@@ -23,8 +23,6 @@ under bf16/fp16 autocast and at temperatures as small as 1e-3.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,6 +35,12 @@ from contrastive.losses.blocked import (
     check_block_size,
     resolve_block_size,
 )
+from contrastive.losses.precision import (
+    NORMALIZE_EPS,
+    autocast_disabled,
+    check_pair,
+    compute_dtype,
+)
 
 __all__ = [
     "InfoNCELoss",
@@ -44,22 +48,6 @@ __all__ = [
     "info_nce",
     "multi_view_info_nce",
 ]
-
-# eps of F.normalize: an all-zero embedding stays the zero vector (similarity 0 to everything)
-# instead of producing NaN.
-_NORMALIZE_EPS = 1e-12
-
-
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, otherwise float32 (fp16/bf16 are upcast)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
-
-
-def _autocast_disabled(device: torch.device) -> AbstractContextManager[object]:
-    """Context disabling autocast on ``device`` so matmuls run in the inputs' dtype."""
-    if torch.amp.is_autocast_available(device.type):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return nullcontext()
 
 
 def _masked_logits(
@@ -114,11 +102,11 @@ def _per_anchor_losses(
             f"got {tuple(candidate_labels.shape)}"
         )
 
-    dtype = _compute_dtype(anchors, candidates)
+    dtype = compute_dtype(anchors, candidates)
     rows = resolve_block_size(block_size, num_anchors, num_candidates, dtype.itemsize)
-    with _autocast_disabled(anchors.device):
-        anchors = F.normalize(anchors.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (A, D)
-        candidates = F.normalize(candidates.to(dtype), dim=1, eps=_NORMALIZE_EPS)  # (C, D)
+    with autocast_disabled(anchors.device):
+        anchors = F.normalize(anchors.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (A, D)
+        candidates = F.normalize(candidates.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (C, D)
         if rows is not None:
             losses, num_positives = BlockedContrastiveLosses.apply(
                 anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, rows
@@ -282,14 +270,6 @@ def multi_view_info_nce(
     )
 
 
-def _check_pair(z_a: Tensor, z_b: Tensor) -> None:
-    if z_a.ndim != 2 or z_a.shape != z_b.shape or z_a.shape[0] == 0:
-        raise ValueError(
-            "z_a and z_b must be non-empty (N, D) tensors of the same shape, got "
-            f"{tuple(z_a.shape)} and {tuple(z_b.shape)}"
-        )
-
-
 def info_nce(
     z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: BlockSize = "auto"
 ) -> Tensor:
@@ -329,7 +309,7 @@ def info_nce(
         >>> round(info_nce(z_a, z_a, temperature=0.1).item(), 4)  # aligned, orthogonal negatives
         0.0002
     """
-    _check_pair(z_a, z_b)
+    check_pair(z_a, z_b)
     return multi_view_info_nce(torch.stack([z_a, z_b]), temperature, block_size=block_size)
 
 
@@ -400,7 +380,7 @@ class InfoNCELoss(nn.Module):
         self.block_size = check_block_size(block_size)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
-        _check_pair(z_a, z_b)
+        check_pair(z_a, z_b)
         return self.forward_views(torch.stack([z_a, z_b]))  # (2, N, D)
 
     def forward_views(self, views: Tensor, labels: Tensor | None = None) -> Tensor:

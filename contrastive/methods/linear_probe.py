@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -187,16 +188,20 @@ class LinearEvaluation:
             raise ValueError(f"probe.epochs must be >= 1, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"probe.batch_size must be >= 1, got {batch_size}")
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.objective = objective
-        self.label_smoothing = label_smoothing
         self.finetune = finetune
-        self.backbone_lr = backbone_lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.cache_features = cache_features
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1])) if augment else None
+        self.probe = functools.partial(
+            LinearProbe,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            objective=objective,
+            label_smoothing=label_smoothing,
+            finetune=finetune,
+            backbone_lr=backbone_lr,
+        )
 
     def fit(
         self,
@@ -217,17 +222,11 @@ class LinearEvaluation:
             test_features = TensorDataset(*extract_features(encoder, test_loader))
             train_loader = DataLoader(train_features, self.batch_size, shuffle=True)
             test_loader = DataLoader(test_features, self.batch_size)
-        model = LinearProbe(
+        model = self.probe(
             input_dim=feature_dim(backbone),
             num_outputs=num_outputs,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            objective=self.objective,
-            label_smoothing=self.label_smoothing,
             backbone=None if cached else backbone,
             images=None if cached else images,
-            finetune=self.finetune,
-            backbone_lr=self.backbone_lr,
         )
         trainer.fit(model, train_dataloaders=train_loader)
         trainer.test(model, dataloaders=test_loader, verbose=False)
