@@ -242,7 +242,7 @@ class Run:
         if is_global_zero:
             path = self.output_dir / "metrics.json"
             path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-            values = ", ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
+            values = ", ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics) or "-"
             minutes = metrics["time/total_seconds"] / 60
             log.info("%s: %s (%.1f min)", headline, values, minutes)
             print(f"\n{headline}: {values} ({minutes:.1f} min)")
