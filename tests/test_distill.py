@@ -26,7 +26,8 @@ from contrastive.losses import cross_entropy, kl_divergence, seed_loss
 from contrastive.methods.distillation import LogitDistillation, RepresentationDistillation
 from contrastive.optim import warmup_cosine
 from contrastive.transforms import ImageInputs, ViewRecipe
-from tests.conftest import QUIET, fit_quietly, run_job_in, run_script
+from tests.helpers.jobs import QUIET, run_job_in, run_script
+from tests.helpers.training import fit_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["data=synthetic", "data.source.num_samples=256"]

@@ -7,8 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,110 +15,18 @@ import torch
 
 from contrastive.jobs.pretrain import pretrain
 from contrastive.methods import SimCLR
-from tests.conftest import REAL_FASHION_MNIST, needs_fashion_mnist, run_job_in, run_script
-
-ROOT = Path(__file__).resolve().parents[1]
-# 1024 synthetic 28x28 images in batches of 64: 16 steps an epoch, shuffled, 2 workers,
-# random crops / flips / jitter made on the device from the view generator.
-JOB = [
-    "data=synthetic",
-    "data.source.image_size=28",
-    "data.source.channels=1",
-    "data.source.num_samples=1024",
-    "data.batch_size=64",
-    "data.num_workers=2",
-    "backbone.widths=[8,16]",
-    "trainer.max_epochs=2",
-    "~callbacks.media",
-    "~callbacks.health",
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
-# The same with the default W&B logger (offline) and no loader workers.
-WANDB_JOB = [o for o in JOB if o != "logger=none"] + ["data.num_workers=0"]
-
-
-def signal_at(
-    step: int,
-    name: str = "SIGTERM",
-    rank: int | None = None,
-    during: str = "train",
-    group: bool = False,
-) -> list[str]:
-    """Overrides that add :class:`tests.fault_helpers.SignalAtStep` to a job."""
-    return [
-        "+callbacks.signal._target_=tests.fault_helpers.SignalAtStep",
-        f"+callbacks.signal.step={step}",
-        f"+callbacks.signal.signal_name={name}",
-        f"+callbacks.signal.rank={'null' if rank is None else rank}",
-        f"+callbacks.signal.during={during}",
-        f"+callbacks.signal.group={str(group).lower()}",
-    ]
-
-
-def pretrain_process(
-    run_dir: Path,
-    *overrides: str,
-    env: dict[str, str] | None = None,
-    job: Sequence[str] = JOB,
-) -> subprocess.CompletedProcess[str]:
-    """``scripts/pretrain.py`` with ``job`` and ``overrides`` in a fresh process, as a user
-    or a scheduler starts it."""
-    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py")]
-    command += [*job, *overrides, f"hydra.run.dir={run_dir}"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        command,
-        cwd=run_dir.parent,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        start_new_session=True,  # its own process group, for signals sent to the group
-    )
-
-
-def training_state(path: Path) -> dict[str, Any]:
-    """What must match bit for bit: weights, optimiser and schedule state, counters, the
-    online probe (head and optimiser)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    probe = next(v for k, v in checkpoint["callbacks"].items() if "OnlineLinearProbe" in k)
-    return {
-        "state_dict": checkpoint["state_dict"],
-        "optimizer_states": checkpoint["optimizer_states"],
-        "lr_schedulers": checkpoint["lr_schedulers"],
-        "global_step": checkpoint["global_step"],
-        "epoch": checkpoint["epoch"],
-        "online_probe": probe,
-    }
-
-
-def differences(a: Any, b: Any, where: str = "") -> list[str]:
-    """Paths at which two nested states differ (tensors compared exactly, atol = 0)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-        return [] if same else [where]
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            return [f"{where} keys"]
-        return [d for k in a for d in differences(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if len(a) != len(b):
-            return [f"{where} length"]
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in differences(x, y, f"{where}[{i}]")
-        ]
-    return [] if a == b else [where]
-
-
-def finished_run(run_dir: Path, job: Sequence[str] = JOB) -> Path:
-    """``run_dir`` after ``job`` ran there uninterrupted."""
-    result = pretrain_process(run_dir, job=job)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir
+from tests.helpers.jobs import run_job_in, run_script
+from tests.helpers.markers import REAL_FASHION_MNIST, needs_fashion_mnist
+from tests.helpers.resume import (
+    JOB,
+    WANDB_JOB,
+    assert_resumes_exactly,
+    differences,
+    finished_run,
+    pretrain_process,
+    signal_at,
+    training_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -329,34 +235,6 @@ def test_a_signal_during_validation_stops_at_the_epoch_end_and_resumes_exactly(
     assert_resumes_exactly(straight, run_dir, job=VALIDATED_JOB)
 
 
-def assert_resumes_exactly(
-    uninterrupted: Path,
-    run_dir: Path,
-    *overrides: str,
-    job: Sequence[str] = JOB,
-    steps: int = 32,
-) -> subprocess.CompletedProcess[str]:
-    """Rerun the stopped job in ``run_dir`` (the same command; ``resume=auto`` is the
-    default) and check that it ends as the ``uninterrupted`` run did, bit for bit."""
-    result = pretrain_process(run_dir, *overrides, job=job)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_training(uninterrupted, run_dir, steps)
-    return result
-
-
-def assert_same_training(uninterrupted: Path, run_dir: Path, steps: int) -> None:
-    """Both run directories end with the same training state and ``backbone.pt``."""
-    expected = training_state(uninterrupted / "checkpoints" / "last.ckpt")
-    resumed = training_state(run_dir / "checkpoints" / "last.ckpt")
-    assert expected["global_step"] == steps
-    assert differences(expected, resumed) == []
-    backbone = torch.load(uninterrupted / "backbone.pt", weights_only=True)["state_dict"]
-    assert (
-        differences(backbone, torch.load(run_dir / "backbone.pt", weights_only=True)["state_dict"])
-        == []
-    )
-
-
 def test_negative_control_a_resume_without_the_rng_state_differs(
     uninterrupted: Path, interrupted: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -407,7 +285,7 @@ def test_a_handler_of_the_jobs_own_is_called_after_the_checkpoint_instead_of_a_r
     env = {**fake_scontrol(tmp_path / "bin"), "SLURM_JOB_ID": "4242"}
     calls = tmp_path / "handler.txt"
     own = [
-        "+callbacks.own._target_=tests.fault_helpers.HandlerOfItsOwn",
+        "+callbacks.own._target_=tests.helpers.faults.HandlerOfItsOwn",
         "+callbacks.own.signal_name=SIGUSR1",
         f"+callbacks.own.path={calls}",
     ]
@@ -458,7 +336,7 @@ def test_a_nan_gradient_on_one_ddp_rank_stops_both(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.num_workers=0"]
     nan = [
-        "+callbacks.nan._target_=tests.fault_helpers.NaNGradientAtStep",
+        "+callbacks.nan._target_=tests.helpers.faults.NaNGradientAtStep",
         "+callbacks.nan.step=3",
         "+callbacks.nan.rank=1",
     ]
@@ -619,10 +497,10 @@ def test_a_nan_loss_stops_the_run_before_the_step_with_a_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from contrastive.errors import TrainingHalted
-    from tests.fault_helpers import WeightsAroundStep
+    from tests.helpers.faults import WeightsAroundStep
 
     nan_loss_on_calls(monkeypatch, {2})
-    around = ["+callbacks.around._target_=tests.fault_helpers.WeightsAroundStep"]
+    around = ["+callbacks.around._target_=tests.helpers.faults.WeightsAroundStep"]
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingHalted, match=r"step 2: the loss is not finite") as stop:
         run_job_in(
@@ -644,10 +522,10 @@ def test_a_nan_loss_stops_the_run_before_the_step_with_a_checkpoint(
 def test_skip_policy_drops_the_bad_step_and_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.fault_helpers import WeightsAroundStep
+    from tests.helpers.faults import WeightsAroundStep
 
     nan_loss_on_calls(monkeypatch, {2})
-    around = ["+callbacks.around._target_=tests.fault_helpers.WeightsAroundStep"]
+    around = ["+callbacks.around._target_=tests.helpers.faults.WeightsAroundStep"]
     policy = ["callbacks.nonfinite.policy=skip", "trainer.max_steps=4", "data.num_workers=0"]
     run_job_in(
         tmp_path / "skip",
@@ -730,7 +608,7 @@ def test_no_secret_from_the_environment_reaches_any_output(tmp_path: Path) -> No
 def booby_trapped_backbone(pretrained_run: Path, directory: Path) -> tuple[Path, Path]:
     """A real ``backbone.pt`` that also holds an object whose unpickling creates a marker
     file; returns ``(the file, the marker)``."""
-    from tests.fault_helpers import TouchOnLoad
+    from tests.helpers.faults import TouchOnLoad
 
     marker = directory / "pwned"
     payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
@@ -769,7 +647,7 @@ def test_cli_refuses_an_untrusted_pickle_with_a_message(
 def test_offline_resume_starts_a_new_offline_run_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.wandb_reader import wait_for_run
+    from tests.helpers.wandb_reader import wait_for_run
 
     run_job_in(tmp_path, pretrain, "pretrain", *WANDB_JOB, "trainer.max_epochs=1")
     first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)

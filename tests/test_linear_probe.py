@@ -17,7 +17,9 @@ from contrastive.checkpoints import CheckpointError, load_pretrained, save_backb
 from contrastive.errors import ConfigError
 from contrastive.jobs.linear_probe import linear_probe
 from contrastive.methods.linear_probe import LinearProbe, evaluate_outputs
-from tests.conftest import QUIET, fit_quietly, needs_fashion_mnist, run_script
+from tests.helpers.jobs import QUIET, run_script
+from tests.helpers.markers import needs_fashion_mnist
+from tests.helpers.training import fit_quietly
 
 
 def probe_of(
