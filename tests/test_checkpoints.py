@@ -1,15 +1,19 @@
-"""Tests of backbone.pt: contrastive.checkpoints writes it and reads it back."""
+"""Tests of contrastive.checkpoints: backbone.pt written and read back, no usable checkpoint
+to resume from, and a pickle that would run code refused unless trusted."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from contrastive.backbones import SmallCNN, build_backbone
 from contrastive.checkpoints import load_pretrained, save_backbone
+from tests.helpers.jobs import run_script
+from tests.helpers.resume import JOB
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -83,3 +87,52 @@ def test_format_1_written_by_hand_still_loads(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 8, 8, generator=_gen(3))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+
+
+def test_resume_with_only_garbage_checkpoints_is_an_error_not_a_fresh_start(
+    tmp_path: Path, compose_cfg: Any
+) -> None:
+    from contrastive.checkpoints import resume_checkpoint
+    from contrastive.errors import ConfigError
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage" * 100)
+    cfg = compose_cfg(*JOB)
+    with pytest.raises(ConfigError, match=r"no usable checkpoint.*last\.ckpt.*resume=null"):
+        resume_checkpoint(cfg.resume, Path(cfg.output_dir))
+
+
+def booby_trapped_backbone(pretrained_run: Path, directory: Path) -> tuple[Path, Path]:
+    """A real ``backbone.pt`` that also holds an object whose unpickling creates a marker
+    file; returns ``(the file, the marker)``."""
+    from tests.helpers.faults import TouchOnLoad
+
+    marker = directory / "pwned"
+    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
+    payload["note"] = TouchOnLoad(str(marker))
+    evil = directory / "backbone.pt"
+    torch.save(payload, evil)
+    return evil, marker
+
+
+def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    from contrastive.checkpoints import CheckpointError, load_pretrained
+
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
+    with pytest.raises(CheckpointError, match=r"needs arbitrary code.*trust_checkpoint=true"):
+        load_pretrained(evil)
+    assert not marker.exists()  # refused before anything ran
+    backbone = load_pretrained(evil, trust=True).backbone  # the user vouched for it
+    assert marker.exists() and sum(p.numel() for p in backbone.parameters()) > 0
+
+
+def test_cli_refuses_an_untrusted_pickle_with_a_message(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
+    result = run_script("knn_eval.py", f"pretrained={evil}", "data=synthetic")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs arbitrary code" in result.stderr and "trust_checkpoint=true" in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
