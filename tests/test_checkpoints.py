@@ -1,9 +1,11 @@
 """Tests of contrastive.checkpoints: backbone.pt written and read back, no usable checkpoint
-to resume from, and a pickle that would run code refused unless trusted."""
+to resume from, a pickle that would run code refused unless trusted, run and teacher
+directories loaded or refused with the file named."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,10 @@ import pytest
 import torch
 
 from contrastive.backbones import SmallCNN, build_backbone
-from contrastive.checkpoints import load_pretrained, save_backbone
+from contrastive.checkpoints import CheckpointError, load_pretrained, load_teacher, save_backbone
 from tests.helpers.jobs import run_script
 from tests.helpers.resume import JOB
+from tests.helpers.training import tiny_cnn
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -136,3 +139,52 @@ def test_cli_refuses_an_untrusted_pickle_with_a_message(
     assert result.returncode == 2, result.stderr[-2000:]
     assert "needs arbitrary code" in result.stderr and "trust_checkpoint=true" in result.stderr
     assert "Traceback" not in result.stderr and not marker.exists()
+
+
+def test_teacher_head_and_backbone_from_different_runs(tmp_path: Path, probe_run: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(probe_run, teacher)
+    save_backbone(tiny_cnn(4), str(teacher / "backbone.pt"), recipe={})
+    with pytest.raises(CheckpointError, match=r"probe_head\.pt takes \d+-d features.*16-d"):
+        load_teacher(teacher)
+
+
+def test_garbage_probe_head(tmp_path: Path, probe_run: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(probe_run, teacher)
+    (teacher / "probe_head.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"probe_head\.pt is not a readable checkpoint"):
+        load_teacher(teacher)
+
+
+def test_last_ckpt_and_backbone_pt_hold_the_same_backbone(pretrained_run: Path) -> None:
+    pt = load_pretrained(pretrained_run)
+    ckpt = load_pretrained(pretrained_run / "checkpoints" / "last.ckpt")
+    assert pt.spec == ckpt.spec and pt.recipe == ckpt.recipe
+    images = torch.randn(2, 1, 28, 28)
+    assert torch.equal(pt.backbone(images), ckpt.backbone(images))
+
+
+def test_checkpoint_from_another_backbone(tmp_path: Path) -> None:
+    small = build_backbone("small_cnn", in_channels=1, widths=[8])
+    save_backbone(small, str(tmp_path / "backbone.pt"), recipe={})
+    payload = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    payload["spec"] = {"name": "small_cnn", "kwargs": {"in_channels": 1, "widths": [16]}}
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt.*another backbone"):
+        load_pretrained(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_truncated_or_garbage_checkpoint(tmp_path: Path, damage: str) -> None:
+    save_backbone(build_backbone("small_cnn", widths=[8]), str(tmp_path / "ok.pt"), recipe={})
+    data = (tmp_path / "ok.pt").read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"bad\.pt is not a readable checkpoint"):
+        load_pretrained(bad)
+
+
+def test_missing_run_directory_contents(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"neither backbone\.pt nor checkpoints/last\.ckpt"):
+        load_pretrained(tmp_path)
