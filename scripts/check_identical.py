@@ -91,7 +91,7 @@ def compared(key: str, value: Any) -> bool:
 
 def history_keys(job_dir: Path) -> set[str] | None:
     sys.path.insert(0, str(ROOT))
-    from tests.wandb_reader import read_run
+    from tests.helpers.wandb_reader import read_run
 
     runs = sorted(job_dir.glob("wandb/offline-run-*/run-*.wandb"))
     if not runs:

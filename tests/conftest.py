@@ -1,27 +1,23 @@
-"""Shared fixtures: composing the Hydra configs the way the entry points do."""
+"""Shared fixtures: W&B offline, composing the Hydra configs the way the entry points do,
+and one small pretraining run (and a probe on it) for the tests that need a run directory.
+Helpers live in :mod:`tests.helpers`; nothing imports this file."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import pytorch_lightning as pl
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
-from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
-from contrastive.cli import CONF_DIR, compose_job
+from contrastive.cli import compose_job
+from tests.helpers.jobs import QUIET, run_job_in
 
-REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-needs_fashion_mnist = pytest.mark.skipif(
-    not REAL_FASHION_MNIST.exists(), reason="Fashion-MNIST not installed (make data)"
-)
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 @pytest.fixture(autouse=True)
@@ -44,20 +40,6 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
 
     yield _compose
     GlobalHydra.instance().clear()
-
-
-QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=none"]
-
-
-def run_job_in(
-    run_dir: Path, job: Callable[[DictConfig], dict[str, Any]], config_name: str, *overrides: str
-) -> dict[str, Any]:
-    """Run ``job`` on :func:`contrastive.cli.compose_job`'s config."""
-    cfg = compose_job(run_dir, config_name, *overrides)
-    try:
-        return job(cfg)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 @pytest.fixture(scope="session")
@@ -98,36 +80,3 @@ def probe_run(tmp_path_factory: pytest.TempPathFactory, pretrained_run: Path) ->
         *QUIET,
     )
     return run
-
-
-def run_script(
-    script: str, *overrides: str, timeout: int = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run ``scripts/<script>`` with Hydra ``overrides`` as a user would (W&B offline)."""
-    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "scripts" / script)]
-    command += overrides
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def fit_quietly(
-    model: pl.LightningModule, inputs: Tensor, targets: Tensor, epochs: int, batch_size: int = 64
-) -> None:
-    """Fit ``model`` on shuffled ``(inputs, targets)`` batches, no logger, checkpoint or bar."""
-    loader = DataLoader(TensorDataset(inputs, targets), batch_size=batch_size, shuffle=True)
-    trainer = pl.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=loader)
-
-
-def options(group: str) -> list[str]:
-    """Every option of a config group, from the files in conf/<group>/."""
-    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
-
-
-os.environ.setdefault("WANDB_SILENT", "true")

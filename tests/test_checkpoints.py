@@ -1,15 +1,22 @@
-"""Tests of backbone.pt: contrastive.checkpoints writes it and reads it back."""
+"""Tests of contrastive.checkpoints: backbone.pt written and read back, no usable checkpoint
+to resume from, a pickle that would run code refused unless trusted, run and teacher
+directories loaded or refused with the file named."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from contrastive.backbones import SmallCNN, build_backbone
-from contrastive.checkpoints import load_pretrained, save_backbone
+from contrastive.checkpoints import CheckpointError, load_pretrained, load_teacher, save_backbone
+from tests.helpers.jobs import run_script
+from tests.helpers.resume import JOB
+from tests.helpers.training import tiny_cnn
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -83,3 +90,101 @@ def test_format_1_written_by_hand_still_loads(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 8, 8, generator=_gen(3))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+
+
+def test_resume_with_only_garbage_checkpoints_is_an_error_not_a_fresh_start(
+    tmp_path: Path, compose_cfg: Any
+) -> None:
+    from contrastive.checkpoints import resume_checkpoint
+    from contrastive.errors import ConfigError
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage" * 100)
+    cfg = compose_cfg(*JOB)
+    with pytest.raises(ConfigError, match=r"no usable checkpoint.*last\.ckpt.*resume=null"):
+        resume_checkpoint(cfg.resume, Path(cfg.output_dir))
+
+
+def booby_trapped_backbone(pretrained_run: Path, directory: Path) -> tuple[Path, Path]:
+    """A real ``backbone.pt`` that also holds an object whose unpickling creates a marker
+    file; returns ``(the file, the marker)``."""
+    from tests.helpers.faults import TouchOnLoad
+
+    marker = directory / "pwned"
+    payload = torch.load(pretrained_run / "backbone.pt", weights_only=True)
+    payload["note"] = TouchOnLoad(str(marker))
+    evil = directory / "backbone.pt"
+    torch.save(payload, evil)
+    return evil, marker
+
+
+def test_a_checkpoint_that_runs_code_is_refused_unless_trusted(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    from contrastive.checkpoints import CheckpointError, load_pretrained
+
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
+    with pytest.raises(CheckpointError, match=r"needs arbitrary code.*trust_checkpoint=true"):
+        load_pretrained(evil)
+    assert not marker.exists()  # refused before anything ran
+    backbone = load_pretrained(evil, trust=True).backbone  # the user vouched for it
+    assert marker.exists() and sum(p.numel() for p in backbone.parameters()) > 0
+
+
+def test_cli_refuses_an_untrusted_pickle_with_a_message(
+    tmp_path: Path, pretrained_run: Path
+) -> None:
+    evil, marker = booby_trapped_backbone(pretrained_run, tmp_path)
+    result = run_script("knn_eval.py", f"pretrained={evil}", "data=synthetic")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs arbitrary code" in result.stderr and "trust_checkpoint=true" in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
+
+
+def test_teacher_head_and_backbone_from_different_runs(tmp_path: Path, probe_run: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(probe_run, teacher)
+    save_backbone(tiny_cnn(4), str(teacher / "backbone.pt"), recipe={})
+    with pytest.raises(CheckpointError, match=r"probe_head\.pt takes \d+-d features.*16-d"):
+        load_teacher(teacher)
+
+
+def test_garbage_probe_head(tmp_path: Path, probe_run: Path) -> None:
+    teacher = tmp_path / "teacher"
+    shutil.copytree(probe_run, teacher)
+    (teacher / "probe_head.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"probe_head\.pt is not a readable checkpoint"):
+        load_teacher(teacher)
+
+
+def test_last_ckpt_and_backbone_pt_hold_the_same_backbone(pretrained_run: Path) -> None:
+    pt = load_pretrained(pretrained_run)
+    ckpt = load_pretrained(pretrained_run / "checkpoints" / "last.ckpt")
+    assert pt.spec == ckpt.spec and pt.recipe == ckpt.recipe
+    images = torch.randn(2, 1, 28, 28)
+    assert torch.equal(pt.backbone(images), ckpt.backbone(images))
+
+
+def test_checkpoint_from_another_backbone(tmp_path: Path) -> None:
+    small = build_backbone("small_cnn", in_channels=1, widths=[8])
+    save_backbone(small, str(tmp_path / "backbone.pt"), recipe={})
+    payload = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    payload["spec"] = {"name": "small_cnn", "kwargs": {"in_channels": 1, "widths": [16]}}
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match=r"other\.pt.*another backbone"):
+        load_pretrained(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_truncated_or_garbage_checkpoint(tmp_path: Path, damage: str) -> None:
+    save_backbone(build_backbone("small_cnn", widths=[8]), str(tmp_path / "ok.pt"), recipe={})
+    data = (tmp_path / "ok.pt").read_bytes()
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"bad\.pt is not a readable checkpoint"):
+        load_pretrained(bad)
+
+
+def test_missing_run_directory_contents(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"neither backbone\.pt nor checkpoints/last\.ckpt"):
+        load_pretrained(tmp_path)

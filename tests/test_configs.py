@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from contrastive.data import ImageDataModule
 from contrastive.transforms import ViewRecipe
-from tests.conftest import options, run_script
+from tests.helpers.jobs import options, run_script
 
 # Options that need a value only a user can give.
 REQUIRED: dict[str, list[str]] = {

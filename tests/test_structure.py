@@ -1,7 +1,8 @@
 """The shape of the package, as the jobs redesign (issue 12) set it, checked on the code:
 no job imports another job, job files and functions stay short, no file grows past 600
-lines, and no function below the jobs takes a job's config. Each rule has a negative
-control on a made-up source, so the checks can fail."""
+lines, and no function below the jobs takes a job's config; and of the tests: no module
+imports a conftest or a test module (helpers live in tests/helpers/). Each rule has a
+negative control on a made-up source, so the checks can fail."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "contrastive"
+TESTS = Path(__file__).resolve().parent
 JOBS = ("pretrain", "linear_probe", "knn", "distill", "demo")
 # Where a job's composed config may be taken: the jobs and the CLI.
 CONFIG_TAKERS = ("jobs/", "cli.py")
@@ -54,6 +56,25 @@ def config_takers(source: str) -> list[str]:
             if arg.arg == "cfg" or "DictConfig" in annotation:
                 takers.append(f"{node.name}({arg.arg})")
     return takers
+
+
+def imported_test_modules(source: str) -> list[str]:
+    """The conftest and ``test_*`` modules ``source`` imports (relative imports too)."""
+
+    def is_test_module(name: str) -> bool:
+        return any(part == "conftest" or part.startswith("test_") for part in name.split("."))
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = []
+        if isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            joint = "." if node.module else ""
+            names = [base, *(f"{base}{joint}{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found += [n for n in names if is_test_module(n)][:1]  # one name per import
+    return sorted(set(found))
 
 
 def test_no_job_imports_another_job() -> None:
@@ -104,3 +125,22 @@ def test_the_checks_can_fail(check: object, source: str, found: list[str]) -> No
 def test_the_length_check_can_fail() -> None:
     body = "".join(f"    x{i} = {i}\n" for i in range(151))
     assert long_functions(f"def job():\n{body}", 150) == ["job (152 lines)"]
+
+
+def test_no_test_module_imports_a_conftest_or_a_test_module() -> None:
+    """Fixtures reach the tests through pytest and helpers through tests.helpers; importing
+    a conftest or a test module runs it twice under two names and hides where things live."""
+    for path in sorted(TESTS.rglob("*.py")):
+        assert imported_test_modules(path.read_text()) == [], path.relative_to(TESTS)
+    # The negative control: each way of importing one is found, and helpers are not.
+    made_up = {
+        "from tests.conftest import QUIET\n": ["tests.conftest"],
+        "from tests.test_fault_tolerance import signal_at\n": ["tests.test_fault_tolerance"],
+        "from tests.data import test_cifar\n": ["tests.data.test_cifar"],
+        "import tests.jobs.test_resume as resume\n": ["tests.jobs.test_resume"],
+        "from .conftest import stl10_root\n": [".conftest"],
+        "from . import test_sampler\n": [".test_sampler"],
+        "from tests.helpers.jobs import QUIET\nimport tests.helpers.resume\n": [],
+    }
+    for source, found in made_up.items():
+        assert imported_test_modules(source) == found, source

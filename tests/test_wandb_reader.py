@@ -1,4 +1,4 @@
-"""Tests for tests/wandb_reader.py against real offline wandb runs (no network)."""
+"""Tests for tests/helpers/wandb_reader.py against real offline wandb runs (no network)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.wandb_reader import (
+from tests.helpers.wandb_reader import (
     BLOCK_SIZE,
     TruncatedRunWarning,
     WandbFileError,

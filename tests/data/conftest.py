@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contrastive.data.sources import STL10_CLASSES, fashion_mnist
-from tests.data.formats import asymmetric, write_stl10_images
+from tests.helpers.formats import asymmetric, write_stl10_images
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 from contrastive.data.sources import (
     load_cifar,
 )
-from tests.data.formats import (
+from tests.helpers.formats import (
     CIFAR10_FILES,
     write_cifar,
 )

@@ -10,7 +10,7 @@ import torch
 
 from contrastive.data import ImageDataModule
 from contrastive.data.sources import ImageFolder, Synthetic, make_synthetic
-from tests.data.formats import asymmetric, save
+from tests.helpers.formats import asymmetric, save
 
 
 def test_the_datamodule_reads_the_splits_its_source_declares() -> None:

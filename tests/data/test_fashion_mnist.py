@@ -19,7 +19,7 @@ from contrastive.data.sources import (
     fashion_mnist,
     load_fashion_mnist,
 )
-from tests.data.formats import (
+from tests.helpers.formats import (
     asymmetric,
     idx_bytes,
     write_fashion,

@@ -16,7 +16,7 @@ from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
 from contrastive.data.sources import (
     ImageFolderDataset,
 )
-from tests.data.formats import (
+from tests.helpers.formats import (
     asymmetric,
     save,
 )

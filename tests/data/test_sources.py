@@ -1,6 +1,6 @@
 """What the sources share: the registry and its declared splits, ImageArrays, and errors
 that survive pickling. The formats have their own files (test_fashion_mnist.py, ...); every
-fixture is written in the dataset's real on-disk format (tests/data/formats.py) and nothing
+fixture is written in the dataset's real on-disk format (tests/helpers/formats.py) and nothing
 here touches the network."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from contrastive.data.sources import (
     make_synthetic,
     source_class,
 )
-from tests.data.formats import asymmetric, write_cifar, write_fashion
+from tests.helpers.formats import asymmetric, write_cifar, write_fashion
 
 
 def test_registry_sources_load_their_splits(

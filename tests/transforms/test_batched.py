@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from contrastive.transforms import BatchedViews, ViewRecipe, normalize, to_float
+from contrastive.transforms import BatchedViews, ImageInputs, ViewRecipe, normalize, to_float
 from contrastive.transforms.batched import (
     color_jitter,
     gaussian_blur,
@@ -25,6 +25,7 @@ from contrastive.transforms.batched import (
     sample_crop_boxes,
     solarize,
 )
+from tests.helpers.training import RECIPE
 
 # A recipe whose only randomness is what a test switches back on.
 DETERMINISTIC: dict[str, Any] = dict(
@@ -480,3 +481,15 @@ def test_solarize_inverts_at_and_above_the_threshold() -> None:
     torch.testing.assert_close(solarize(images, 0.5), TF.solarize(images, 0.5))
     # Exactly at the threshold counts as "above": 0.3 -> 0.7.
     assert solarize(torch.tensor([0.3]), 0.3).item() == pytest.approx(0.7)
+
+
+def test_image_inputs_augment_in_training_only() -> None:
+    images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    inputs = ImageInputs(RECIPE, crop_scale=(0.3, 0.6))
+    eval_view = inputs.eval()(images)
+    assert not torch.allclose(inputs.train()(images), eval_view)
+    # the full-image crop without a flip is the unaugmented image
+    identity = ImageInputs(ViewRecipe(**{**RECIPE.__dict__, "flip_prob": 0.0}), (1.0, 1.0))
+    torch.testing.assert_close(identity.train()(images), eval_view, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"crop_scale must be .* got \(0.0, 1.0\)"):
+        ImageInputs(RECIPE, (0.0, 1.0))

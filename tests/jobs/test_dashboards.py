@@ -16,8 +16,8 @@ from contrastive.jobs.linear_probe import linear_probe
 from contrastive.jobs.pretrain import pretrain
 from contrastive.jobs.run import git_commit
 from contrastive.report import build_report
-from tests.conftest import run_job_in
-from tests.wandb_reader import WandbRun, iter_records, read_run, wait_for_run
+from tests.helpers.jobs import run_job_in
+from tests.helpers.wandb_reader import WandbRun, iter_records, read_run, wait_for_run
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 PRETRAIN = [

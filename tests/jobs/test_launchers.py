@@ -15,8 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from contrastive.cli import CONF_DIR
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.jobs import ROOT
 
 
 def test_submitit_local_runs_a_real_short_job(tmp_path: Path) -> None:

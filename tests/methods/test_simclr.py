@@ -1,9 +1,8 @@
-"""The SimCLR module's own logic (the full job is in test_pretrain.py)."""
+"""The SimCLR module's own logic (the full job: tests/jobs/test_pretrain.py)."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import torch
 
@@ -88,26 +87,3 @@ def test_learning_rate_scales_with_the_global_batch() -> None:
         rates[rule] = {group["lr"] for group in optimizer.param_groups}
     # global batch = 128 x 4 processes x 2 accumulation = 1024 = 4 x 256
     assert rates == {"none": {1e-3}, "linear": {4e-3}, "sqrt": {2e-3}}
-
-
-def test_online_probe_restores_its_head_from_a_checkpoint() -> None:
-    from types import SimpleNamespace
-
-    from contrastive.callbacks import OnlineLinearProbe
-
-    module: Any = SimpleNamespace(feature_dim=4, device=torch.device("cpu"))
-    source = OnlineLinearProbe(num_classes=3)
-    source.setup(None, module, "fit")  # type: ignore[arg-type]
-    assert source.head is not None
-    with torch.no_grad():
-        for param in source.head.parameters():
-            param.normal_()
-    state = source.state_dict()
-    # As on resume: Lightning calls setup() before it restores callback state.
-    target = OnlineLinearProbe(num_classes=3)
-    target.setup(None, module, "fit")  # type: ignore[arg-type]
-    target.load_state_dict(state)
-    target.on_fit_start(None, module)  # type: ignore[arg-type]
-    assert target.head is not None
-    for restored, saved in zip(target.head.parameters(), source.head.parameters(), strict=True):
-        assert torch.equal(restored, saved)

@@ -15,11 +15,11 @@ import torchvision
 
 from contrastive.checkpoints import load_pretrained
 from contrastive.jobs.pretrain import build, pretrain
-from tests.conftest import needs_fashion_mnist
-from tests.data.formats import CIFAR10_FILES, write_cifar
-from tests.wandb_reader import wait_for_run
+from tests.helpers.formats import CIFAR10_FILES, write_cifar
+from tests.helpers.jobs import ROOT
+from tests.helpers.markers import needs_fashion_mnist
+from tests.helpers.wandb_reader import wait_for_run
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",

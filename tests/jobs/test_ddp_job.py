@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.wandb_reader import wait_for_run
+from tests.helpers.jobs import ROOT
+from tests.helpers.wandb_reader import wait_for_run
 
-ROOT = Path(__file__).resolve().parents[1]
 # 2054 synthetic training images -> a 513-image test split: odd, so the DistributedSampler
 # pads one rank and the scorers must drop the duplicate.
 JOB = [

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import needs_fashion_mnist
-from tests.test_fault_tolerance import (
-    ROOT,
+from tests.helpers.jobs import ROOT
+from tests.helpers.markers import needs_fashion_mnist
+from tests.helpers.resume import (
     assert_resumes_exactly,
     assert_same_training,
     finished_run,
