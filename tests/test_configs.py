@@ -208,3 +208,43 @@ def test_data_schemas_are_the_constructors_signatures() -> None:
             default = field.default if field.default is not MISSING else field.default_factory()
             expected = parameters[name].default
             assert default == ("???" if expected is inspect.Parameter.empty else expected)
+
+
+def repeated_defaults(written: dict[str, Any], nodes: dict[str, type]) -> list[str]:
+    """The keys of a group YAML that repeat the default of the schema its defaults list
+    names (``/schema/<name>@_here_`` or ``@<key>``)."""
+    from dataclasses import MISSING, fields
+
+    repeated = []
+    for entry in written.get("defaults", []):
+        if not isinstance(entry, str) or not entry.startswith("/schema/"):
+            continue
+        name, _, where = entry.removeprefix("/schema/").partition("@")
+        node = written if where == "_here_" else written.get(where) or {}
+        for spec in fields(nodes[name]):
+            if spec.name in ("_target_", "defaults") or spec.name not in node:
+                continue
+            default = (
+                spec.default_factory() if spec.default_factory is not MISSING else spec.default
+            )
+            if default is not MISSING and node[spec.name] == default:
+                repeated.append(f"{where}.{spec.name}")
+    return repeated
+
+
+def test_group_yamls_hold_only_what_differs_from_their_schemas() -> None:
+    """Each default lives in one place, the signature its schema is derived from."""
+    from contrastive import schema
+    from contrastive.cli import CONF_DIR
+
+    nodes = {**schema.SCHEMAS, **schema._backbone_schemas(), **schema._loss_schemas()}
+    nodes |= {**schema._method_schemas(), **schema._run_schemas()}
+    found = {}
+    for path in sorted(Path(CONF_DIR).rglob("*.yaml")):
+        written = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if isinstance(written, dict) and repeated_defaults(written, nodes):
+            found[str(path.relative_to(CONF_DIR))] = repeated_defaults(written, nodes)
+    assert found == {}
+    # The check can fail: a YAML that spells out a default is caught.
+    spelled_out = {"defaults": ["/schema/loss@_here_"], "block_size": "auto"}
+    assert repeated_defaults(spelled_out, nodes) == ["_here_.block_size"]
