@@ -15,7 +15,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from contrastive import schema
+from contrastive import faults, schema
 from contrastive.checkpoints import CheckpointError
 from contrastive.conf import conf_dir
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
@@ -77,8 +77,10 @@ def _user_error_message(error: BaseException) -> str:
 
 
 def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float | None:
-    """Run ``job``; exit with status 2 and a one-paragraph message on a user error, and
-    with ``128 + signal`` after a signal stopped it (its checkpoint written)."""
+    """Run ``job``; exit with status 2 and a one-paragraph message on a user error, with
+    status 1 and one message on a lost rank or DataLoader worker
+    (:mod:`contrastive.faults`), and with ``128 + signal`` after a signal stopped it (its
+    checkpoint written)."""
     try:
         metrics = job(cfg)
     except USER_ERRORS as error:
@@ -87,6 +89,13 @@ def run_job(job: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> flo
     except TrainingHalted as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
+    except RuntimeError as error:  # a lost peer rank or DataLoader worker: one message
+        workers = cfg.get("data", {}).get("num_workers") if "data" in cfg else None
+        message = faults.describe(error, cfg.get("output_dir"), workers)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Preempted as stop:  # a checkpoint is written; exit 128 + signal (143: SIGTERM)
         print(str(stop), file=sys.stderr)
         if stop.chain is not None:  # submitit's handler: it requeues the job and exits

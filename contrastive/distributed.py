@@ -11,20 +11,29 @@ match across ranks. Like every collective, they must be called by all ranks of t
 
 from __future__ import annotations
 
+import os
+import socket
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 __all__ = [
+    "Peer",
     "all_gather",
+    "all_gather_object",
     "all_gather_sizes",
     "all_gather_with_grad",
     "is_distributed",
+    "lost_peers",
     "max_over_ranks",
     "rank",
+    "record_peers",
     "shutdown",
     "world_size",
 ]
@@ -70,6 +79,72 @@ def shutdown() -> None:
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """``obj`` from every rank, in rank order (``[obj]`` when not distributed): picklable
+    values such as RNG states, for a checkpoint that keeps each rank's own.
+
+    Examples:
+        >>> all_gather_object({"a": 1})
+        [{'a': 1}]
+    """
+    if world_size() == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One rank of the process group: where it runs."""
+
+    rank: int
+    host: str
+    pid: int
+
+    def alive(self) -> bool | None:
+        """Whether its process still exists (``None``: it runs on another host, so this
+        process cannot tell)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
+        try:  # a killed process its parent has not reaped yet is a zombie: gone
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return True
+        return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    def __str__(self) -> str:
+        return f"rank {self.rank} (pid {self.pid} on {self.host})"
+
+
+_PEERS: list[Peer] = []
+
+
+def record_peers() -> list[Peer]:
+    """Every rank's host and process id, gathered once after the process group starts, so
+    that a rank whose collective fails can say which peer it lost (:func:`lost_peers`)."""
+    global _PEERS
+    here = (socket.gethostname(), os.getpid())
+    _PEERS = [Peer(r, host, pid) for r, (host, pid) in enumerate(all_gather_object(here))]
+    return _PEERS
+
+
+def lost_peers() -> tuple[list[Peer], list[Peer]]:
+    """``(gone, unknown)``: the recorded peers whose process has ended (on this host), and
+    those on other hosts, whose state this process cannot see."""
+    me = os.getpid()
+    others = [p for p in _PEERS if p.pid != me or p.host != socket.gethostname()]
+    gone = [p for p in others if p.alive() is False]
+    unknown = [p for p in others if p.alive() is None]
+    return gone, unknown
 
 
 def max_over_ranks(value: float, device: torch.device | None = None) -> float:

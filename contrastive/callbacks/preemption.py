@@ -208,14 +208,19 @@ def _set_numpy_state(state: list[Any]) -> None:
 
 
 class RNGStates(pl.Callback):
-    """The global RNG states (python, numpy, torch, CUDA) in every checkpoint, restored
-    when training starts from one (after the data loaders exist, whose start draws from
-    the torch RNG). Stored as tensors and plain values, readable with ``weights_only``."""
+    """Every rank's global RNG states (python, numpy, torch, CUDA) in every checkpoint,
+    restored when training starts from one (after the data loaders exist, whose start
+    draws from the torch RNG): each rank gets its own back, so a data-parallel run
+    restarted at a checkpoint (an elastic restart, a requeue) replays what it would have
+    drawn. Stored as tensors and plain values, readable with ``weights_only``. A resume on
+    another number of processes restores the states of the ranks the checkpoint has and
+    leaves the others as seeded."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
-    def state_dict(self) -> dict[str, Any]:
+    @staticmethod
+    def _local_state() -> dict[str, Any]:
         state: dict[str, Any] = {
             "python": list(random.getstate()),
             "numpy": _numpy_state(),
@@ -225,13 +230,20 @@ class RNGStates(pl.Callback):
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"ranks": distributed.all_gather_object(self._local_state())}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict or None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
-        state, self._pending = self._pending, None
+        saved, self._pending = self._pending, None
+        ranks = saved.get("ranks", [saved])  # a checkpoint from before per-rank states
+        if trainer.global_rank >= len(ranks):
+            return
+        state = ranks[trainer.global_rank]
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
         _set_numpy_state(state["numpy"])

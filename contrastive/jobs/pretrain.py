@@ -20,6 +20,7 @@ from torch import nn
 from contrastive.atomic import AtomicCheckpointIO
 from contrastive.callbacks import KNNMonitor, OnlineLinearProbe, ViewThroughput
 from contrastive.checkpoints import read_checkpoint, resume_checkpoint, save_backbone
+from contrastive.errors import ConfigError
 from contrastive.jobs import checks
 from contrastive.jobs.run import Run, build_logger, build_trainer, scalars
 from contrastive.transforms import ViewRecipe
@@ -42,11 +43,48 @@ def build_callbacks(cfg: DictConfig, labelled: bool) -> list[pl.Callback]:
     return callbacks
 
 
+def keep_global_batch(datamodule: Any, saved: dict[str, Any], world_size: int) -> None:
+    """A resume keeps the global batch of the run it continues: on another number of
+    processes the per-process batch is rescaled so that processes x batch is unchanged,
+    and with it the global sample order (the sampler's epoch permutation is cut into
+    global batches of that size whatever the number of ranks; see
+    :class:`contrastive.data.sampler.ResumableSampler`). ``saved``: the checkpoint's
+    ``contrastive`` entry (``world_size``, ``batch_size``; absent in older files)."""
+    if "world_size" not in saved or "batch_size" not in saved:
+        return
+    old_world, old_batch = int(saved["world_size"]), int(saved["batch_size"])
+    global_batch = old_world * old_batch
+    if (old_world, old_batch) == (world_size, datamodule.batch_size):
+        return
+    if global_batch % world_size:
+        raise ConfigError(
+            f"the checkpoint was written by {old_world} process(es) with data.batch_size="
+            f"{old_batch} (a global batch of {global_batch}), which {world_size} process(es) "
+            f"cannot share evenly; resume on a number of processes that divides "
+            f"{global_batch}, or start a new run (resume=never)"
+        )
+    if datamodule.batch_size * world_size != global_batch:
+        log.info(
+            "resuming on %d process(es) a run checkpointed on %d: data.batch_size %d -> %d "
+            "per process, keeping its global batch of %d and its sample order",
+            world_size,
+            old_world,
+            datamodule.batch_size,
+            global_batch // world_size,
+            global_batch,
+        )
+    datamodule.batch_size = global_batch // world_size
+
+
 def build(
-    cfg: DictConfig, run: Run | None = None, resume_run_id: str | None = None
+    cfg: DictConfig,
+    run: Run | None = None,
+    resume_run_id: str | None = None,
+    resumed: dict[str, Any] | None = None,
 ) -> tuple[Any, pl.LightningModule, list[pl.Callback], pl.Trainer]:
     """The datamodule, method, callbacks and trainer of ``cfg``, checked before any work
-    (``resume_run_id``: the W&B run a resumed job continues; ``run`` owns the logger)."""
+    (``resume_run_id``: the W&B run a resumed job continues; ``run`` owns the logger;
+    ``resumed``: the ``contrastive`` entry of the checkpoint it resumes from)."""
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.prepare_data()  # a missing dataset fails here, before anything is built
     method = instantiate(cfg.method, _convert_="all")
@@ -70,6 +108,8 @@ def build(
     callbacks = build_callbacks(cfg, labelled=datamodule.labelled)
     logger = run.logger(resume_run_id=resume_run_id) if run else build_logger(cfg)
     trainer = build_trainer(cfg.trainer, callbacks, logger=logger, **overrides)
+    if resumed is not None:
+        keep_global_batch(datamodule, resumed, trainer.world_size)
     checks.check_batches(datamodule, trainer.world_size)
     return datamodule, method, callbacks, trainer
 
@@ -79,12 +119,12 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     with Run(cfg) as run:
         trust = bool(cfg.trust_checkpoint)
         checkpoint = resume_checkpoint(cfg.resume, run.output_dir)
-        run_id = None
+        resumed = None
         if checkpoint is not None:  # refuses, with a message, a pickle that needs code
             # resume_checkpoint has CRC-checked the file already: no second full read.
-            payload = read_checkpoint(checkpoint, trust, check=False)
-            run_id = payload.get("contrastive", {}).get("wandb_run_id")
-        datamodule, method, callbacks, trainer = build(cfg, run, resume_run_id=run_id)
+            resumed = read_checkpoint(checkpoint, trust, check=False).get("contrastive", {})
+        run_id = None if resumed is None else resumed.get("wandb_run_id")
+        datamodule, method, callbacks, trainer = build(cfg, run, run_id, resumed)
         ckpt_path = None if checkpoint is None else str(checkpoint)
         trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=not trust)
 

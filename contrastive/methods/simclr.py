@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +14,15 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from contrastive import distributed
 from contrastive.backbones import feature_dim
 from contrastive.errors import ConfigError
 from contrastive.losses import InfoNCELoss
 from contrastive.metrics import similarity_stats
 from contrastive.optim import param_groups, scale_learning_rate
 from contrastive.transforms import BatchedViews, ViewRecipe, eval_images
+
+log = logging.getLogger(__name__)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -80,6 +84,7 @@ class SimCLR(pl.LightningModule):
         self.augment_seed = augment_seed
         self._view_generator: torch.Generator | None = None
         self._view_state: Tensor | None = None  # from a mid-epoch checkpoint
+        self._resume_offset = 0  # a fresh stream after a resume on another world size
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         if compile_mode not in COMPILE_MODES:
@@ -116,10 +121,11 @@ class SimCLR(pl.LightningModule):
 
     def _epoch_seed(self) -> int:
         epoch = self.current_epoch if self._trainer is not None else 0
-        return self.augment_seed + self.global_rank + 1_000_003 * epoch
+        return self.augment_seed + self.global_rank + 1_000_003 * epoch + self._resume_offset
 
     def on_train_epoch_start(self) -> None:
         self._view_state = None  # (not called when resuming mid-epoch) a new epoch's seed
+        self._resume_offset = 0
         if self._view_generator is not None:
             self._view_generator.manual_seed(self._epoch_seed())
 
@@ -170,15 +176,40 @@ class SimCLR(pl.LightningModule):
             "spec": getattr(self.backbone, "backbone_spec", None),
             "recipe": dataclasses.asdict(self.recipe),
         }
-        if self._view_generator is not None:  # where this epoch's views had got to
-            checkpoint["contrastive"]["view_generator"] = self._view_generator.get_state()
+        # Where each rank's views had got to this epoch (every rank calls this hook, rank
+        # zero writes the file), and the batch layout a resume on another world keeps.
+        state = None if self._view_generator is None else self._view_generator.get_state()
+        states = distributed.all_gather_object(state)
+        if any(s is not None for s in states):
+            checkpoint["contrastive"]["view_generators"] = states
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None and hasattr(datamodule, "batch_size"):
+            checkpoint["contrastive"]["world_size"] = self.trainer.world_size
+            checkpoint["contrastive"]["batch_size"] = int(datamodule.batch_size)
         for logger in self.trainer.loggers if self._trainer is not None else []:
             if isinstance(logger, pl.loggers.WandbLogger) and logger.version:
                 checkpoint["contrastive"]["wandb_run_id"] = logger.version  # a resume continues it
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._view_generator = None
-        self._view_state = checkpoint.get("contrastive", {}).get("view_generator")
+        saved = checkpoint.get("contrastive", {})
+        states = saved.get("view_generators")
+        if states is None and "view_generator" in saved:  # written before per-rank states
+            states = [saved["view_generator"]]
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if states is None or len(states) == world:
+            self._view_state = None if states is None else states[self.global_rank]
+        else:
+            # Another number of processes: the saved streams do not map onto these ranks.
+            # Each rank starts a stream of its own from the seed, the epoch and the step.
+            self._view_state = None
+            self._resume_offset = 7_919 * int(checkpoint.get("global_step", 0))
+            log.info(
+                "views after this resume are drawn afresh: the checkpoint holds %d rank(s)' "
+                "view generators, this run has %d",
+                len(states),
+                world,
+            )
 
     # --- optimisation -----------------------------------------------------------------------
     def _training_batches(self) -> int:

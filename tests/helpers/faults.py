@@ -3,8 +3,10 @@ signal after a given step, and the weights around one step."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -128,3 +130,58 @@ class HandlerOfItsOwn(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         signal.signal(self.signum, self._record)
+
+
+class RecordSamples(pl.Callback):
+    """Which training samples each step of this process drew: every batch the training
+    loader fetches (with ``data.num_workers=0``, in this process) is appended to
+    ``<folder>/samples.<pid>.rank<r>.jsonl`` as ``{"epoch", "step", "indices"}``, ``step``
+    being the global step when the process fetched its first batch (a resumed process
+    starts there). Read them back with :func:`samples_by_step`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.first_step: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
+        dataset = datamodule._load(datamodule.splits.pretrain)
+        fetch = dataset.__getitems__
+        path = os.path.join(self.folder, f"samples.{os.getpid()}.rank{trainer.global_rank}.jsonl")
+        os.makedirs(self.folder, exist_ok=True)
+
+        def recorded(indices: Any) -> Any:
+            if trainer.training:  # not the kNN bank, which reads the same split
+                if self.first_step is None:
+                    self.first_step = trainer.global_step
+                line = {"epoch": trainer.current_epoch, "step": self.first_step}
+                with open(path, "a") as file:
+                    file.write(json.dumps({**line, "indices": [int(i) for i in indices]}) + "\n")
+            return fetch(indices)
+
+        dataset.__getitems__ = recorded
+
+
+def samples_by_step(folder: str, steps_per_epoch: int) -> dict[int, set[int]]:
+    """The samples of each global step across every rank that recorded into ``folder``
+    (:class:`RecordSamples`). The processes of one launch start at the same step; a later
+    launch (a resume, on any number of ranks) replaces every step from its first on,
+    including a batch the stopped launch had fetched ahead but not trained on."""
+    launches: dict[int, list[list[dict[str, Any]]]] = {}
+    for path in Path(folder).glob("samples.*.jsonl"):
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        if lines:
+            launches.setdefault(lines[0]["step"], []).append(lines)
+    by_step: dict[int, set[int]] = {}
+    for first in sorted(launches):
+        by_step = {step: samples for step, samples in by_step.items() if step < first}
+        for lines in launches[first]:  # one process (rank) of this launch
+            epoch, position = lines[0]["epoch"], first - lines[0]["epoch"] * steps_per_epoch
+            for line in lines:
+                if line["epoch"] != epoch:
+                    epoch, position = line["epoch"], 0
+                by_step.setdefault(epoch * steps_per_epoch + position, set()).update(
+                    line["indices"]
+                )
+                position += 1
+    return dict(sorted(by_step.items()))

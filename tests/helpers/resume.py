@@ -5,6 +5,7 @@ training states of two run directories compared bit for bit."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -42,15 +43,40 @@ def signal_at(
     rank: int | None = None,
     during: str = "train",
     group: bool = False,
+    marker: Path | None = None,
 ) -> list[str]:
-    """Overrides that add :class:`tests.helpers.faults.SignalAtStep` to a job."""
-    return [
+    """Overrides that add :class:`tests.helpers.faults.SignalAtStep` to a job (``marker``:
+    sent once, not again in a restarted or requeued job)."""
+    overrides = [
         "+callbacks.signal._target_=tests.helpers.faults.SignalAtStep",
         f"+callbacks.signal.step={step}",
         f"+callbacks.signal.signal_name={name}",
         f"+callbacks.signal.rank={'null' if rank is None else rank}",
         f"+callbacks.signal.during={during}",
         f"+callbacks.signal.group={str(group).lower()}",
+    ]
+    return overrides + ([f"+callbacks.signal.marker={marker}"] if marker else [])
+
+
+# Two CPU processes under Lightning's own launcher (it starts rank 1 itself).
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def torchrun(processes: int = 2, max_restarts: int = 0) -> list[str]:
+    """``torchrun`` on this host (static rendezvous on a free port), as a ``launcher``."""
+    return [
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc_per_node={processes}",
+        f"--max-restarts={max_restarts}",
+        f"--master-port={free_port()}",
     ]
 
 
@@ -59,12 +85,15 @@ def pretrain_process(
     *overrides: str,
     env: dict[str, str] | None = None,
     job: Sequence[str] = JOB,
+    launcher: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """``scripts/pretrain.py`` with ``job`` and ``overrides`` in a fresh process, as a user
-    or a scheduler starts it."""
-    command = [sys.executable, str(ROOT / "scripts" / "pretrain.py")]
+    or a scheduler starts it (``launcher``: interpreter arguments before the script, such
+    as :func:`torchrun`'s)."""
+    command = [sys.executable, *launcher, str(ROOT / "scripts" / "pretrain.py")]
     command += [*job, *overrides, f"hydra.run.dir={run_dir}"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
         command,
         cwd=run_dir.parent,
@@ -111,9 +140,9 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
     return [] if a == b else [where]
 
 
-def finished_run(run_dir: Path, job: Sequence[str] = JOB) -> Path:
+def finished_run(run_dir: Path, job: Sequence[str] = JOB, launcher: Sequence[str] = ()) -> Path:
     """``run_dir`` after ``job`` ran there uninterrupted."""
-    result = pretrain_process(run_dir, job=job)
+    result = pretrain_process(run_dir, job=job, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
