@@ -8,7 +8,7 @@ PYTEST_ARGS ?= -m "not slow"
 ARGS ?=
 DATA_ROOT ?= $(or $(CONTRASTIVE_DATA_ROOT),data)
 
-.PHONY: install data demo test test-all lint format bench clean
+.PHONY: install data demo test test-all lint format bench gpu-wheels clean
 
 install: $(STAMP)
 
@@ -51,6 +51,10 @@ format: install
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+
+# The wheels the lent GPU machine lacks, into .whl/ for scripts/gpu_check.sh (docs/BENCHMARKS.md).
+gpu-wheels:
+	bash scripts/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache .mypy_cache .ruff_cache

@@ -6,9 +6,14 @@ Same recipe for every pipeline (our presets ``fashion_mnist``: 28 px grayscale, 
 in the main process with torch's threads; the per-sample pipelines run in a DataLoader
 with ``--workers`` worker processes (the same cores). Each figure is the median over
 ``--repeats`` passes of ``--batches`` batches, after one warm-up pass. Needs the bench
-extra for lightly (``pip install -e '.[bench]'``).
+extra for lightly and kornia (``pip install -e '.[bench]'``); a peer not installed is left out.
+
+With ``--device cuda`` the batched pipelines (ours, kornia) take uint8 batches already on the
+GPU and each pass is timed between ``torch.cuda.synchronize()`` calls; the per-sample
+pipelines still run in CPU DataLoader workers (as a GPU run of that path does).
 
     python scripts/bench_augment.py
+    python scripts/bench_augment.py --device cuda
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ def two_views(transform: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda image: torch.stack([transform(image), transform(image)])
 
 
+def lightly_available() -> bool:
+    try:
+        import lightly.transforms  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def lightly_transform(recipe: ViewRecipe) -> Callable[[Any], Any]:
     from lightly.transforms import SimCLRTransform
 
@@ -93,7 +106,9 @@ def time_loader(loader: DataLoader[Any], batches: int, repeats: int) -> float:
     return statistics.median(per_batch)
 
 
-def kornia_views(recipe: ViewRecipe) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def kornia_views(
+    recipe: ViewRecipe, device: str = "cpu"
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The recipe as kornia's batched augmentation (per-sample parameters too), two views;
     ``None`` if kornia is not installed."""
     try:
@@ -116,7 +131,7 @@ def kornia_views(recipe: ViewRecipe) -> Callable[[torch.Tensor], torch.Tensor] |
         size = recipe.blur_kernel_size
         ops.append(K.RandomGaussianBlur((size, size), recipe.blur_sigma, p=recipe.blur_prob))
     ops.append(K.Normalize(torch.tensor(recipe.mean), torch.tensor(recipe.std)))
-    augment = K.AugmentationSequential(*ops)
+    augment = K.AugmentationSequential(*ops).to(device)
 
     def views(images: torch.Tensor) -> torch.Tensor:
         batch = images.float().div_(255)
@@ -129,14 +144,17 @@ def time_batched(
     images: torch.Tensor, views: Callable[[torch.Tensor], torch.Tensor], batches: int, repeats: int
 ) -> float:
     """Median seconds per batch of ``views`` over ``repeats`` passes of ``batches`` batches,
-    after a warm-up pass, in this process."""
+    after a warm-up pass, in this process (on the images' device)."""
+    sync = torch.cuda.synchronize if images.is_cuda else lambda: None
     for b in range(batches):  # warm-up pass, as for the loaders
         views(images[(b * BATCH) % len(images) :][:BATCH])
     per_batch = []
     for _ in range(repeats):
+        sync()
         started = time.perf_counter()
         for b in range(batches):
             views(images[(b * BATCH) % len(images) :][:BATCH])
+        sync()
         per_batch.append((time.perf_counter() - started) / batches)
     return statistics.median(per_batch)
 
@@ -146,6 +164,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="batched paths")
     args = parser.parse_args()
 
     rows = []
@@ -155,13 +174,13 @@ def main() -> None:
         recipe = preset(name)
         count = BATCH * (args.batches * (args.repeats + 1) + 1)
         shape = (count, recipe.channels, recipe.image_size, recipe.image_size)
-        images = torch.randint(0, 256, shape, dtype=torch.uint8)
-        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device)
+        generator = torch.Generator(device=args.device).manual_seed(0)
         ours = functools.partial(BatchedViews(recipe), generator=generator)
         batched_seconds[name] = {
             "ours, batched": time_batched(images, ours, args.batches, args.repeats)
         }
-        kornia = kornia_views(recipe)
+        kornia = kornia_views(recipe, args.device)
         if kornia is not None:
             seconds = time_batched(images, kornia, args.batches, args.repeats)
             batched_seconds[name]["kornia, batched (main process)"] = seconds
@@ -180,8 +199,9 @@ def main() -> None:
                 two_views(v2.Compose([v2.ToImage(), build_view_transform(recipe)])),
                 True,
             ),
-            "lightly SimCLRTransform": (lightly_transform(recipe), True),
         }
+        if lightly_available():
+            pipelines["lightly SimCLRTransform"] = (lightly_transform(recipe), True)
         seconds = dict(batched_seconds[name])
         for label, (transform, pil) in pipelines.items():
             loader = DataLoader(
@@ -193,8 +213,11 @@ def main() -> None:
             seconds[label] = time_loader(loader, args.batches, args.repeats)
         rows.append((name, recipe, seconds))
 
+    where = f"CPU, {os.cpu_count()} cores"
+    if args.device == "cuda":
+        where = f"batched on {torch.cuda.get_device_name()} (torch {torch.__version__}), {where}"
     print(
-        f"\nCPU, {os.cpu_count()} cores; batch {BATCH}, 2 views; per-sample pipelines in a "
+        f"\n{where}; batch {BATCH}, 2 views; per-sample pipelines in a "
         f"DataLoader with {args.workers} workers; median of {args.repeats} x {args.batches} "
         "batches\n"
     )

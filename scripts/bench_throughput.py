@@ -22,7 +22,7 @@ from contrastive.jobs.pretrain import build
 COMMON = [
     "logger=none",
     "callbacks=minimal",
-    "~callbacks.checkpoint",
+    "~callbacks.last_checkpoint",
     "trainer.enable_checkpointing=false",
     "trainer.limit_val_batches=0",
     "trainer.enable_progress_bar=false",

@@ -21,8 +21,13 @@ compilation are excluded). Cases run round-robin, ``--repeats`` times; the table
 median and the ratio to lightly. Needs the bench extra (``pip install -e '.[bench]'``) and
 the dataset (``make data``).
 
+``--device gpu`` runs every case on one GPU (ours with ``trainer=gpu``, in fp32 unless the case
+says otherwise); ``--synthetic`` trains ours on synthetic Fashion-MNIST-shaped images (28 px,
+one channel) instead of the dataset, for machines without it (lightly's case needs the dataset).
+
     python scripts/bench_train.py
     python scripts/bench_train.py --cases lightly ours --repeats 5
+    python scripts/bench_train.py --device gpu --synthetic --cases ours "ours + bf16-mixed"
 """
 
 from __future__ import annotations
@@ -68,6 +73,18 @@ def views_per_second(times: list[float], warmup: int) -> float:
     return 2 * BATCH * (len(steady) - 1) / (steady[-1] - steady[0])
 
 
+GPU = ["trainer=gpu", "trainer.precision=32-true"]
+
+
+def synthetic(steps: int) -> list[str]:
+    return [
+        "data=synthetic",
+        "data.source.image_size=28",
+        "data.source.channels=1",
+        f"data.source.num_samples={BATCH * (steps + 1)}",
+    ]
+
+
 def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> float:
     from contrastive.cli import compose_job
     from contrastive.jobs.pretrain import build
@@ -88,7 +105,7 @@ def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> flo
     return views_per_second(timer.times, warmup)
 
 
-def run_lightly(steps: int, warmup: int, workers: int) -> float:
+def run_lightly(steps: int, warmup: int, workers: int, accelerator: str = "cpu") -> float:
     import pytorch_lightning as pl
     import torch
     from bench_augment import lightly_transform
@@ -142,7 +159,7 @@ def run_lightly(steps: int, warmup: int, workers: int) -> float:
     )
     timer = step_timer()
     trainer = pl.Trainer(
-        accelerator="cpu",
+        accelerator=accelerator,
         devices=1,
         max_steps=steps,
         logger=False,
@@ -163,17 +180,23 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--synthetic", action="store_true", help="ours on synthetic images")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case
     args = parser.parse_args()
     if args.steps < args.warmup + 2:
         parser.error(f"--steps must exceed --warmup by at least 2, got {args.steps}")
+    if args.synthetic and "lightly" in ([args.case] if args.case else args.cases):
+        parser.error("--synthetic is for ours only: lightly's case reads the dataset")
 
     if args.case:
         if args.case == "lightly":
-            rate = run_lightly(args.steps, args.warmup, args.workers)
+            rate = run_lightly(args.steps, args.warmup, args.workers, args.device)
         else:
+            overrides = [*(GPU if args.device == "gpu" else [])]
+            overrides += synthetic(args.steps) if args.synthetic else []
             with tempfile.TemporaryDirectory() as run_dir:
-                rate = run_ours(CASES[args.case], args.steps, args.warmup, run_dir)
+                rate = run_ours([*overrides, *CASES[args.case]], args.steps, args.warmup, run_dir)
         print(json.dumps({"views_per_sec": rate}))
         return
 
@@ -182,6 +205,7 @@ def main() -> None:
         for case in args.cases:
             command = [sys.executable, __file__, "--case", case, "--steps", str(args.steps)]
             command += ["--warmup", str(args.warmup), "--workers", str(args.workers)]
+            command += ["--device", args.device, *(["--synthetic"] if args.synthetic else [])]
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
             lines = done.stdout.strip().splitlines()
             if done.returncode != 0 or not lines:
@@ -189,8 +213,15 @@ def main() -> None:
             rates[case].append(json.loads(lines[-1])["views_per_sec"])
             print(f"repeat {repeat}: {case}: {rates[case][-1]:,.0f} views/s", file=sys.stderr)
 
+    if args.device == "gpu":
+        import torch
+
+        where = f"{torch.cuda.get_device_name()} (torch {torch.__version__}), "
+    else:
+        where = f"CPU ({os.cpu_count()} cores), "
+    data = "synthetic 28 px images" if args.synthetic else "Fashion-MNIST"
     print(
-        f"\nFashion-MNIST, batch {BATCH}, 2 views, CPU ({os.cpu_count()} cores), "
+        f"\n{data}, batch {BATCH}, 2 views, {where}"
         f"{args.workers} DataLoader workers for lightly; steps {args.warmup}-{args.steps} of "
         f"each run, median of {args.repeats} runs\n"
     )
