@@ -19,7 +19,7 @@ from contrastive import faults, schema
 from contrastive.checkpoints import CheckpointError
 from contrastive.conf import conf_dir
 from contrastive.data.errors import DatasetFormatError, DatasetNotFoundError
-from contrastive.errors import ConfigError, Preempted, TrainingHalted
+from contrastive.errors import ConfigError, Preempted, StorageError, TrainingHalted
 
 
 def _submitit_signal() -> str:
@@ -48,6 +48,7 @@ USER_ERRORS = (
     DatasetFormatError,
     InstantiationException,
     MissingMandatoryValue,
+    StorageError,
 )
 
 

@@ -12,6 +12,21 @@ class ConfigError(ValueError):
     """A configuration that composes but cannot work; the message names the key(s) to fix."""
 
 
+class StorageError(OSError):
+    """A file the job must write could not be: the disk is full or not writable. The
+    message names the file, its directory, the reason and the free space there, and says
+    that the previous file is intact; :attr:`errno` is the filesystem's answer
+    (``ENOSPC``, ``EROFS``, ...) and :attr:`filename` the file."""
+
+    def __init__(self, message: str, path: Path, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class Preempted(Exception):
     """Training stopped on a signal after writing a checkpoint; exit with :attr:`exit_code`,
     after calling :attr:`chain` (the handler the process had for the signal before

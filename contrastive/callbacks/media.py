@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastive.atomic import atomic_write_text
 from contrastive.callbacks.health import logging_step
 from contrastive.plots import draw_curves, draw_embedding_map, draw_similarities
 
@@ -277,8 +278,7 @@ class MediaLogger(pl.Callback):
         if not trainer.is_global_zero or not self.history:
             return
         directory = self._dir(trainer)
-        with open(directory / "history.jsonl", "w") as handle:
-            for row in self.history:
-                handle.write(json.dumps(row) + "\n")
+        rows = "".join(json.dumps(row) + "\n" for row in self.history)
+        atomic_write_text(directory / "history.jsonl", rows)
         path = draw_curves({"this run": self.history}, directory / "curves.png")
         self._publish(trainer, "media/curves", path, "loss and accuracy")

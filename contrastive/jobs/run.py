@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from contrastive import distributed
+from contrastive.atomic import atomic_write_text
 from contrastive.callbacks.progress import progress_bar
 from contrastive.checkpoints import Provenance
 from contrastive.errors import Preempted
@@ -236,12 +237,14 @@ class Run:
         shown: tuple[str, ...],
         is_global_zero: bool = True,
     ) -> dict[str, Any]:
-        """Add ``time/total_seconds``, write ``metrics.json`` and print ``headline``: the
-        ``shown`` metrics (on the global rank zero), then close the loggers."""
+        """Add ``time/total_seconds``, write ``metrics.json`` (atomically: a full disk
+        raises :class:`~contrastive.errors.StorageError` and keeps the previous one) and
+        print ``headline``: the ``shown`` metrics (on the global rank zero), then close
+        the loggers."""
         metrics["time/total_seconds"] = self.seconds()
         if is_global_zero:
             path = self.output_dir / "metrics.json"
-            path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+            atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True))
             values = ", ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics) or "-"
             minutes = metrics["time/total_seconds"] / 60
             log.info("%s: %s (%.1f min)", headline, values, minutes)

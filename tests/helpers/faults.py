@@ -1,11 +1,15 @@
 """Callbacks for the fault-tolerance tests, added with ``+callbacks.<name>=...``: a real
-signal after a given step, and the weights around one step."""
+signal after a given step, the weights around one step, a disk that fills up or turns
+read-only; and :func:`refuse_writes`, the same disk fault armed directly."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -185,3 +189,88 @@ def samples_by_step(folder: str, steps_per_epoch: int) -> dict[int, set[int]]:
                 )
                 position += 1
     return dict(sorted(by_step.items()))
+
+
+class _FillingFile:
+    """A binary file on a disk with ``room`` bytes left: the write that passes it stores
+    what fits, then fails with ``code`` as ``write(2)`` does."""
+
+    def __init__(self, file: Any, code: int, room: int) -> None:
+        self.file = file
+        self.code = code
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        if len(data) > self.room:
+            self.file.write(data[: self.room])
+            self.room = 0
+            raise OSError(self.code, os.strerror(self.code))
+        self.room -= len(data)
+        return int(self.file.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def __enter__(self) -> _FillingFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.file.close()
+
+
+def refuse_writes(name: str, error: str = "ENOSPC", stage: str = "write") -> Callable[[], None]:
+    """From now on, in this process, each write of a file called ``name`` through
+    :mod:`contrastive.atomic` fails with ``error`` (an errno name) where a full or
+    read-only disk would fail it: ``stage="open"`` (the temporary file cannot be
+    created), ``"write"`` (the first 256 bytes are stored, then the disk is full) or
+    ``"replace"`` (the rename over ``name`` is refused). Returns the undo."""
+    from contrastive import atomic
+
+    code = getattr(errno, error)
+    previous_open = atomic.__dict__.get("open")  # an earlier fault's, or none
+    real_open, real_replace = previous_open or builtins.open, os.replace
+
+    def temporary_of_name(file: Any) -> bool:  # atomic's temporaries are .<name>.<pid>.tmp
+        return Path(file).name.startswith(f".{name}.")
+
+    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if not temporary_of_name(file) or stage == "replace":
+            return real_open(file, mode, *args, **kwargs)
+        if stage == "open":
+            raise OSError(code, os.strerror(code), str(file))
+        return _FillingFile(real_open(file, mode, *args, **kwargs), code, room=256)
+
+    def fake_replace(source: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+        if stage == "replace" and Path(target).name == name:
+            raise OSError(code, os.strerror(code), str(source), None, str(target))
+        real_replace(source, target, *args, **kwargs)
+
+    atomic.open = fake_open  # type: ignore[attr-defined] # a module global, ahead of the builtin
+    os.replace = fake_replace
+
+    def undo() -> None:
+        if previous_open is None:
+            del atomic.open  # type: ignore[attr-defined]
+        else:
+            atomic.open = previous_open  # type: ignore[attr-defined]
+        os.replace = real_replace
+
+    return undo
+
+
+class DiskFaultAtStep(pl.Callback):
+    """:func:`refuse_writes` for ``name``, armed at the end of training step ``step``
+    (before the checkpoint callbacks of that step run: Lightning runs them last)."""
+
+    def __init__(self, step: int, name: str, error: str = "ENOSPC", stage: str = "write"):
+        self.step = step
+        self.fault = (name, error, stage)
+        self.armed = False
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
+    ) -> None:
+        if not self.armed and trainer.global_step >= self.step:
+            self.armed = True
+            refuse_writes(*self.fault)

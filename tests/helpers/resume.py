@@ -80,6 +80,17 @@ def torchrun(processes: int = 2, max_restarts: int = 0) -> list[str]:
     ]
 
 
+def disk_fault_at(step: int, name: str, error: str = "ENOSPC", stage: str = "write") -> list[str]:
+    """Overrides that add :class:`tests.helpers.faults.DiskFaultAtStep` to a job."""
+    return [
+        "+callbacks.disk._target_=tests.helpers.faults.DiskFaultAtStep",
+        f"+callbacks.disk.step={step}",
+        f"+callbacks.disk.name={name}",
+        f"+callbacks.disk.error={error}",
+        f"+callbacks.disk.stage={stage}",
+    ]
+
+
 def pretrain_process(
     run_dir: Path,
     *overrides: str,

@@ -1,6 +1,7 @@
 """No lost work on the default job (Fashion-MNIST, default callbacks, W&B offline), with
 epochs cut short by ``trainer.limit_train_batches`` as the README shows: a kill without
-warning, a stop on the last step of a cut epoch, and submitit's warning signal."""
+warning, a stop on the last step of a cut epoch, submitit's warning signal, and a disk that
+fills up."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests.helpers.markers import needs_fashion_mnist
 from tests.helpers.resume import (
     assert_resumes_exactly,
     assert_same_training,
+    disk_fault_at,
     finished_run,
     pretrain_process,
     signal_at,
@@ -85,6 +87,65 @@ def test_each_stop_signal_mid_epoch_resumes_exactly(
     assert stopped.returncode == 128 + signal.Signals[name], stopped.stderr[-3000:]
     assert f"stopped by {name} after step 17" in stopped.stderr
     assert last_step(run_dir) == 17
+    assert_resumes_exactly(uninterrupted, run_dir, job=DEFAULT_JOB, steps=STEPS)
+
+
+# The same job cut to one epoch of four steps, last.ckpt every two: a short run whose second
+# save is its last.
+SHORT_JOB = [
+    *DEFAULT_JOB,
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "callbacks.last_checkpoint.train_time_interval=null",
+    "callbacks.last_checkpoint.every_n_train_steps=2",
+]
+
+
+def assert_stopped_by_a_full_disk(result: subprocess.CompletedProcess[str], run_dir: Path) -> None:
+    """Exit 2 and one message naming last.ckpt, its directory and the free space there,
+    with no traceback; last.ckpt whole, no temporary beside it, no backbone.pt."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    checkpoints = run_dir / "checkpoints"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith(
+        f"error: cannot write {checkpoints / 'last.ckpt'}: No space left on device (ENOSPC); "
+        f"{checkpoints} has "
+    )
+    assert " free of " in errors[0] and "The previous last.ckpt is intact." in errors[0]
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"]
+    assert not (run_dir / "backbone.pt").exists()
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_last_one_and_resumes(tmp_path: Path) -> None:
+    """The disk fills up after step 2's last.ckpt: step 4's save fails half-written. The
+    job stops with one message, step 2's checkpoint is whole, and the same command, once
+    there is room, resumes from it and finishes."""
+    run_dir = tmp_path / "run"
+    full = pretrain_process(run_dir, *disk_fault_at(3, "last.ckpt"), job=SHORT_JOB)
+    assert_stopped_by_a_full_disk(full, run_dir)
+    assert last_step(run_dir) == 2
+    resumed = pretrain_process(run_dir, job=SHORT_JOB)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (
+        f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}"
+        in (run_dir / "pretrain.log").read_text()
+    )
+    assert last_step(run_dir) == 4
+    assert (run_dir / "backbone.pt").is_file() and (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_an_epoch_end_checkpoint_resumes_exactly(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """The same on the two-epoch job: the second epoch's save fails, the first epoch's
+    last.ckpt is whole, and the rerun ends exactly as the uninterrupted run does."""
+    run_dir = tmp_path / "run"
+    full = pretrain_process(run_dir, *disk_fault_at(13, "last.ckpt"), job=DEFAULT_JOB)
+    assert_stopped_by_a_full_disk(full, run_dir)
+    assert last_step(run_dir) == 12
     assert_resumes_exactly(uninterrupted, run_dir, job=DEFAULT_JOB, steps=STEPS)
 
 
