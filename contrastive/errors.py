@@ -27,6 +27,20 @@ class StorageError(OSError):
         return str(self.args[0])
 
 
+class RunDirectoryInUse(ConfigError):
+    """Another job holds the run directory's lock (:mod:`contrastive.jobs.lock`); the
+    message names the holder and what to do."""
+
+    def __init__(self, run_dir: Path, lock: Path, holder: str, reason: str):
+        self.run_dir = run_dir
+        self.lock = lock
+        super().__init__(
+            f"run directory {run_dir} is in use by another job: {holder} ({reason}). "
+            "Wait for that job to end, or give this one another directory "
+            f"(hydra.run.dir=...); if that job is gone, delete {lock}"
+        )
+
+
 class Preempted(Exception):
     """Training stopped on a signal after writing a checkpoint; exit with :attr:`exit_code`,
     after calling :attr:`chain` (the handler the process had for the signal before

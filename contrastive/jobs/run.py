@@ -3,7 +3,8 @@
 :class:`Run` owns a job's prologue and epilogue: the timer, the seed, the output
 directory, the W&B (or other) logger and its hyperparameters, the provenance written into
 ``backbone.pt``, ``metrics.json``, the summary line, and closing the loggers and the
-process group, also when a signal stops the job.
+process group, also when a signal stops the job; and the run directory's lock
+(:mod:`contrastive.jobs.lock`), so that two jobs never write one run directory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from contrastive.atomic import atomic_write_text
 from contrastive.callbacks.progress import progress_bar
 from contrastive.checkpoints import Provenance
 from contrastive.errors import Preempted
+from contrastive.jobs import lock
 
 log = logging.getLogger(__name__)
 
@@ -156,12 +158,14 @@ def build_trainer(node: DictConfig, callbacks: list[pl.Callback], **kwargs: Any)
 class Run:
     """One job's run, used as ``with Run(cfg) as run: ...; return run.finish(...)``.
 
-    Entering starts the timer and seeds every generator from ``cfg.seed`` (when the job has
-    one). :meth:`logger` builds the configured logger; :meth:`finish` writes
-    ``metrics.json``, prints the summary line and closes the loggers. A job stopped by a
-    signal (:class:`~contrastive.errors.Preempted`, its checkpoint written) leaves with its
-    W&B runs marked preempted, so the rerun can continue them, and the process group
-    closed.
+    Entering takes the run directory's lock on the global rank zero (refusing, with
+    :class:`~contrastive.errors.RunDirectoryInUse`, a directory another job holds), starts
+    the timer and seeds every generator from ``cfg.seed`` (when the job has one); leaving,
+    however it leaves, releases the lock. :meth:`logger` builds the configured logger;
+    :meth:`finish` writes ``metrics.json``, prints the summary line and closes the
+    loggers. A job stopped by a signal (:class:`~contrastive.errors.Preempted`, its
+    checkpoint written) leaves with its W&B runs marked preempted, so the rerun can
+    continue them, and the process group closed.
     """
 
     def __init__(self, cfg: DictConfig) -> None:
@@ -169,8 +173,11 @@ class Run:
         self.output_dir = Path(cfg.output_dir)
         self.loggers: list[pl.loggers.Logger] = []
         self.started = time.perf_counter()
+        self.lock: lock.Lock | None = None
 
     def __enter__(self) -> Run:
+        if lock.is_global_zero():  # before anything is written to the run directory
+            self.lock = lock.acquire(self.output_dir)
         self.started = time.perf_counter()
         if self.cfg.get("seed") is not None:
             pl.seed_everything(self.cfg.seed, workers=True)
@@ -182,12 +189,17 @@ class Run:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if isinstance(error, Preempted):
-            for logger in self.loggers if distributed.rank() == 0 else []:
-                if isinstance(logger, pl.loggers.WandbLogger):
-                    logger.experiment.mark_preempting()
-                    logger.experiment.finish(exit_code=1)
-            distributed.shutdown()
+        try:
+            if isinstance(error, Preempted):
+                for logger in self.loggers if distributed.rank() == 0 else []:
+                    if isinstance(logger, pl.loggers.WandbLogger):
+                        logger.experiment.mark_preempting()
+                        logger.experiment.finish(exit_code=1)
+                distributed.shutdown()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def logger(
         self, source: Provenance | None = None, resume_run_id: str | None = None

@@ -42,6 +42,7 @@ def assert_one_set_of_outputs(run_dir: Path) -> None:
     assert len(list(run_dir.rglob("metrics.json"))) == 1
     assert len(list(run_dir.rglob("backbone.pt"))) == 1
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    assert not (run_dir / "run.lock").exists()  # rank zero's, released; no rank refused
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # Every test image scored exactly once, across both processes.
     assert metrics["val/knn_num_test_samples"] == TEST_SET_SIZE
