@@ -103,7 +103,8 @@ def describe(
         return None
     gone, unknown = distributed.lost_peers()
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    first = re.sub(r"^\[[^\]]*\] ", "", first)[:200]  # gloo's source location
+    first = re.sub(r"^\[[^\]]*\] ", "", first)  # gloo's source location
+    first = first.split(". This is typically", 1)[0][:200]  # and its advice
     if gone:
         names = ", ".join(str(p) for p in gone)
         what = f"lost {names}: its process is gone"

@@ -61,7 +61,7 @@ def keep_global_batch(datamodule: Any, saved: dict[str, Any], world_size: int) -
             f"the checkpoint was written by {old_world} process(es) with data.batch_size="
             f"{old_batch} (a global batch of {global_batch}), which {world_size} process(es) "
             f"cannot share evenly; resume on a number of processes that divides "
-            f"{global_batch}, or start a new run (resume=never)"
+            f"{global_batch}, or start afresh in another run directory (resume=null)"
         )
     if datamodule.batch_size * world_size != global_batch:
         log.info(

@@ -372,3 +372,40 @@ def test_throughput_options_train_on_the_cpu(compose_cfg: Any, options: list[str
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > captured_before
         checkpoint = torch.load(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
         assert not any("_orig_mod" in key for key in checkpoint["state_dict"])
+
+
+class _Data:
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+
+
+@pytest.mark.parametrize(
+    ("saved_world", "saved_batch", "world", "configured", "expected"),
+    [
+        (2, 32, 1, 32, 64),  # 2 -> 1: the per-process batch doubles
+        (1, 64, 2, 64, 32),  # 1 -> 2: it halves
+        (2, 32, 4, 32, 16),
+        (2, 32, 2, 32, 32),  # the same layout: unchanged
+        (2, 32, 2, 48, 32),  # the same world, another configured batch: the run's wins
+    ],
+)
+def test_a_resume_keeps_the_global_batch(
+    saved_world: int, saved_batch: int, world: int, configured: int, expected: int
+) -> None:
+    from contrastive.jobs.pretrain import keep_global_batch
+
+    data = _Data(configured)
+    keep_global_batch(data, {"world_size": saved_world, "batch_size": saved_batch}, world)
+    assert data.batch_size == expected
+
+
+def test_a_global_batch_that_does_not_divide_is_refused_naming_both() -> None:
+    from contrastive.errors import ConfigError
+    from contrastive.jobs.pretrain import keep_global_batch
+
+    data = _Data(32)
+    with pytest.raises(ConfigError, match=r"written by 2 process\(es\) with data.batch_size=32 "):
+        keep_global_batch(data, {"world_size": 2, "batch_size": 32}, 3)
+    assert data.batch_size == 32
+    keep_global_batch(data, {}, 3)  # a checkpoint from before the layout was recorded
+    assert data.batch_size == 32
