@@ -1,11 +1,13 @@
 """Two-view SimCLR augmentation throughput (views/second): ours batched against per-sample
 pipelines in a DataLoader, lightly's ``SimCLRTransform`` included, in one run.
 
-Same recipe for every pipeline (our presets ``fashion_mnist``: 28 px grayscale, and
-``cifar``: 32 px RGB), batch 512, synthetic uint8 images, on the CPU. The batched path runs
+Same recipe for every pipeline (our presets ``fashion_mnist``: 28 px grayscale,
+``cifar``: 32 px RGB, batch 512; ``imagenet``: 224 px RGB with blur at kernel 23, batch
+64), synthetic uint8 images, on the CPU. The batched path runs
 in the main process with torch's threads; the per-sample pipelines run in a DataLoader
 with ``--workers`` worker processes (the same cores). Each figure is the median over
-``--repeats`` passes of ``--batches`` batches, after one warm-up pass. Needs the bench
+``--repeats`` passes, after one warm-up pass; the whole table is measured ``--runs``
+times (3) and each figure is the median of the runs, with their spread. Needs the bench
 extra for lightly and kornia (``pip install -e '.[bench]'``); a peer not installed is left out.
 
 With ``--device cuda`` the batched pipelines (ours, kornia) take uint8 batches already on the
@@ -159,42 +161,38 @@ def time_batched(
     return statistics.median(per_batch)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="batched paths")
-    args = parser.parse_args()
+# Batch size and batches per pass of each recipe: the 224 px recipe (blur at kernel 23)
+# costs about 50x a 32 px view, so it runs smaller batches.
+SIZES = {"fashion_mnist": (512, 8), "cifar": (512, 8), "imagenet": (64, 2)}
 
-    rows = []
+
+def measure(recipes: list[str], workers: int, repeats: int, device: str) -> dict[str, Any]:
+    """Seconds per batch of every pipeline for every recipe: one run of the table."""
+    global BATCH
+    seconds: dict[str, dict[str, float]] = {}
     # Every batched figure first, so no DataLoader worker is still winding down meanwhile.
-    batched_seconds: dict[str, dict[str, float]] = {}
-    for name in ("fashion_mnist", "cifar"):
+    for name in recipes:
         recipe = preset(name)
-        count = BATCH * (args.batches * (args.repeats + 1) + 1)
+        BATCH, batches = SIZES[name]
+        count = BATCH * (batches * (repeats + 1) + 1)
         shape = (count, recipe.channels, recipe.image_size, recipe.image_size)
-        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=args.device)
-        generator = torch.Generator(device=args.device).manual_seed(0)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
+        generator = torch.Generator(device=device).manual_seed(0)
         ours = functools.partial(BatchedViews(recipe), generator=generator)
-        batched_seconds[name] = {
-            "ours, batched": time_batched(images, ours, args.batches, args.repeats)
-        }
-        kornia = kornia_views(recipe, args.device)
+        seconds[name] = {"ours, batched": time_batched(images, ours, batches, repeats)}
+        kornia = kornia_views(recipe, device)
         if kornia is not None:
-            seconds = time_batched(images, kornia, args.batches, args.repeats)
-            batched_seconds[name]["kornia, batched (main process)"] = seconds
-    for name in ("fashion_mnist", "cifar"):
+            seconds[name]["kornia, batched (main process)"] = time_batched(
+                images, kornia, batches, repeats
+            )
+    for name in recipes:
         recipe = preset(name)
-        count = BATCH * (args.batches * (args.repeats + 1) + 1)
-        images = torch.randint(
-            0,
-            256,
-            (count, recipe.channels, recipe.image_size, recipe.image_size),
-            dtype=torch.uint8,
-        )
+        BATCH, batches = SIZES[name]
+        count = BATCH * (batches * (repeats + 1) + 1)
+        shape = (count, recipe.channels, recipe.image_size, recipe.image_size)
+        images = torch.randint(0, 256, shape, dtype=torch.uint8)
         pipelines: dict[str, tuple[Callable[[Any], Any], bool]] = {
-            "ours, per-sample (torchvision v2 on tensors)": (PerSampleViews(recipe), False),
+            "torchvision v2 on tensors (ours, per-sample)": (PerSampleViews(recipe), False),
             "torchvision v2 on PIL images": (
                 two_views(v2.Compose([v2.ToImage(), build_view_transform(recipe)])),
                 True,
@@ -202,32 +200,51 @@ def main() -> None:
         }
         if lightly_available():
             pipelines["lightly SimCLRTransform"] = (lightly_transform(recipe), True)
-        seconds = dict(batched_seconds[name])
         for label, (transform, pil) in pipelines.items():
             loader = DataLoader(
                 Images(images, transform, pil),
                 batch_size=BATCH,
-                num_workers=args.workers,
-                persistent_workers=args.workers > 0,
+                num_workers=workers,
+                persistent_workers=workers > 0,
             )
-            seconds[label] = time_loader(loader, args.batches, args.repeats)
-        rows.append((name, recipe, seconds))
+            seconds[name][label] = time_loader(loader, batches, repeats)
+    return seconds
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3, help="whole tables: median and spread")
+    parser.add_argument("--recipes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="batched paths")
+    args = parser.parse_args()
+
+    runs = [
+        measure(args.recipes, args.workers, args.repeats, args.device) for _ in range(args.runs)
+    ]
     where = f"CPU, {os.cpu_count()} cores"
     if args.device == "cuda":
         where = f"batched on {torch.cuda.get_device_name()} (torch {torch.__version__}), {where}"
     print(
-        f"\n{where}; batch {BATCH}, 2 views; per-sample pipelines in a "
-        f"DataLoader with {args.workers} workers; median of {args.repeats} x {args.batches} "
-        "batches\n"
+        f"\n{where}; 2 views; per-sample pipelines in a DataLoader with {args.workers} "
+        f"workers; each run the median of {args.repeats} passes; {args.runs} runs: the "
+        "median views/s [lowest - highest], and the median of the runs' ratios\n"
     )
     print("| recipe | pipeline | views/s | ours batched / this |")
     print("| --- | --- | --- | --- |")
-    for name, recipe, seconds in rows:
-        size = f"{name} ({recipe.image_size} px, {recipe.channels} ch)"
-        batched = seconds["ours, batched"]
-        for label, value in seconds.items():
-            print(f"| {size} | {label} | {2 * BATCH / value:,.0f} | {value / batched:.1f}x |")
+    for name in args.recipes:
+        recipe = preset(name)
+        batch = SIZES[name][0]
+        size = f"{name} ({recipe.image_size} px, {recipe.channels} ch, batch {batch})"
+        for label in runs[0][name]:
+            rates = sorted(2 * batch / run[name][label] for run in runs)
+            ratios = [run[name][label] / run[name]["ours, batched"] for run in runs]
+            spread = f" [{rates[0]:,.0f} - {rates[-1]:,.0f}]" if len(runs) > 1 else ""
+            print(
+                f"| {size} | {label} | {statistics.median(rates):,.0f}{spread} | "
+                f"{statistics.median(ratios):.1f}x |"
+            )
 
 
 if __name__ == "__main__":

@@ -7,13 +7,18 @@ drawn per sample and per view, and each op is one vectorised kernel over the bat
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastive.transforms.recipe import ViewRecipe
+
+log = logging.getLogger(__name__)
 
 # ITU-R 601-2 luma with torchvision's coefficients (rgb_to_grayscale uses 0.2989, not 0.299).
 _LUMA = (0.2989, 0.587, 0.114)
@@ -26,11 +31,17 @@ def to_float(images: Tensor) -> Tensor:
     return images.float()
 
 
-def normalize(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """``(x - mean) / std`` per channel for ``(B, C, H, W)`` images in [0, 1]."""
+def normalize(
+    images: Tensor, mean: tuple[float, ...], std: tuple[float, ...], out: Tensor | None = None
+) -> Tensor:
+    """``(x - mean) / std`` per channel for ``(B, C, H, W)`` images in [0, 1] (into
+    ``out`` when given)."""
     mean_t = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    return torch.addcmul(-mean_t / std_t, images, 1.0 / std_t)  # one pass: x / s - m / s
+    shift, scale = -mean_t / std_t, 1.0 / std_t  # one pass: x / s - m / s
+    if out is None:
+        return torch.addcmul(shift, images, scale)
+    return torch.addcmul(shift, images, scale, out=out)
 
 
 def eval_images(images: Tensor, recipe: ViewRecipe) -> Tensor:
@@ -152,30 +163,133 @@ def adjust_hue(images: Tensor, hue: Tensor) -> Tensor:
     return ramp.mul_(chroma).neg_().add_(value)
 
 
+def _brightness(images: Tensor, factor: Tensor) -> Tensor:
+    return (images * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def _contrast(images: Tensor, factor: Tensor) -> Tensor:
+    # _blend(x, y, f) = f x + (1 - f) y is x.lerp(y, 1 - f); y: the mean luma, (B, 1, 1, 1)
+    mean = grayscale(images.mean(dim=(2, 3), keepdim=True))
+    return images.lerp(mean.expand_as(images), (1 - factor).view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def _saturation(images: Tensor, factor: Tensor) -> Tensor:
+    gray = grayscale(images).expand_as(images)
+    return images.lerp(gray, (1 - factor).view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+# The jitter ops in torchvision's ColorJitter numbering (fn_idx): 0 brightness,
+# 1 contrast, 2 saturation, 3 hue.
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+class _Fused:
+    """``function`` through ``torch.compile`` (dynamic shapes: one compilation for every
+    batch size), which fuses its elementwise chain into one pass over the pixels; eager
+    when ``enabled`` is off or the compiler cannot run here (a warning, once)."""
+
+    enabled = True
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.compiled: Any = None
+        self.failed = False
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        if not _Fused.enabled or self.failed or torch.compiler.is_compiling():
+            return self.function(*args)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.function, dynamic=True)
+        try:
+            return self.compiled(*args)
+        except Exception as error:  # no C++ compiler, an unsupported device, ...
+            self.failed = True
+            log.warning(
+                "torch.compile of %s failed (%s: %s); views are made eagerly (slower, same values)",
+                self.function.__name__,
+                type(error).__name__,
+                str(error).splitlines()[0][:200] if str(error) else "",
+            )
+            return self.function(*args)
+
+
+_FUSED = {
+    name: _Fused(op)
+    for name, op in zip(JITTER_OPS, (_brightness, _contrast, _saturation, adjust_hue), strict=True)
+}
+
+
+def random_jitter_order(
+    batch: int, ops: int = 4, generator: torch.Generator | None = None, device: Any = "cpu"
+) -> Tensor:
+    """A uniformly random order of ``ops`` jitter ops per sample, ``(B, ops)`` rows that
+    are permutations of ``0 .. ops-1`` (torchvision's ``ColorJitter`` draws
+    ``torch.randperm(4)`` per image)."""
+    keys = torch.rand(batch, ops, device=device, generator=generator)
+    return keys.argsort(dim=1)
+
+
 def color_jitter(
     images: Tensor,
     brightness: Tensor,
     contrast: Tensor,
     saturation: Tensor,
     hue: Tensor,
+    order: Tensor | None = None,
 ) -> Tensor:
-    """Brightness, contrast, saturation then hue, each with a per-sample factor ``(B,)``.
+    """Brightness, contrast, saturation and hue, each with a per-sample factor ``(B,)``.
 
-    Matches torchvision's ``adjust_*`` functions for those factors, applied in this fixed
-    order (torchvision permutes the order at random; the order is not part of the recipe
-    we test). Factors of 1 (and hue 0) leave an image unchanged. ``images`` is not changed.
+    Matches torchvision's ``adjust_*`` functions for those factors. ``order`` ``(B, k)``
+    gives each sample's order of the ops, as indices into :data:`JITTER_OPS` (a row of
+    :func:`random_jitter_order` over the ``k`` ops in play, mapped to their indices), as
+    torchvision's ``ColorJitter`` permutes them per image; without it, the fixed order
+    brightness, contrast, saturation, hue (every op). Saturation and hue do nothing to
+    1-channel images. Factors of 1 (and hue 0) leave an image unchanged. ``images`` is not
+    changed.
     """
-    view = (-1, 1, 1, 1)
-    # One new tensor, then everything in place: _blend(x, y, f) = f x + (1 - f) y is
-    # x.lerp_(y, 1 - f).
-    images = (images * brightness.view(view)).clamp_(0, 1)
-    mean = grayscale(images.mean(dim=(2, 3), keepdim=True))  # mean luma, (B, 1, 1, 1)
-    images.lerp_(mean.expand_as(images), (1 - contrast).view(view)).clamp_(0, 1)
-    if images.shape[1] == 3:
-        gray = grayscale(images).expand_as(images)
-        images.lerp_(gray, (1 - saturation).view(view)).clamp_(0, 1)
-        images = adjust_hue(images, hue)
-    return images
+    views = images.clone()
+    rows = torch.arange(images.shape[0], device=images.device)
+    jitter_rows(views, rows, (brightness, contrast, saturation, hue), order)
+    return views
+
+
+def jitter_rows(
+    views: Tensor, rows: Tensor, factors: tuple[Tensor, ...], order: Tensor | None = None
+) -> None:
+    """:func:`color_jitter` of ``views[rows]``, written back in place; ``factors`` and
+    ``order`` have one row per entry of ``rows``.
+
+    The rows are grouped by the op they need at each stage (one gather when the grouping
+    changes), so each op runs once per stage on a contiguous block: one gather in, one
+    scatter out, and an op call per op and stage, whatever the mix of orders.
+    """
+    count = rows.shape[0]
+    if order is None:
+        order = torch.arange(4, device=views.device).expand(count, 4)
+    if views.shape[1] != 3:  # saturation and hue are the identity on grayscale: drop them
+        keep = (order < 2).nonzero()[:, 1].view(count, -1)
+        order = order.gather(1, keep)
+    if count == 0 or order.shape[1] == 0:
+        return
+    local = torch.arange(count, device=views.device)  # x[j] is entry local[j] of rows
+    x: Tensor | None = None
+    for stage in range(order.shape[1]):
+        needed = order[local, stage]
+        if bool((needed[1:] < needed[:-1]).any()):
+            regroup = needed.argsort(stable=True)
+            local, needed = local[regroup], needed[regroup]
+            x = None if x is None else x[regroup]
+        if x is None:
+            x = views[rows[local]]  # the first gather, already grouped
+        start = 0
+        for op, size in enumerate(torch.bincount(needed, minlength=4).tolist()):
+            if size:
+                block = slice(start, start + size)
+                x[block] = _FUSED[JITTER_OPS[op]](x[block], factors[op][local[block]])
+            start += size
+    assert x is not None
+    views[rows[local]] = x
 
 
 def gaussian_blur(images: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
@@ -265,7 +379,9 @@ class BatchedViews(nn.Module):
         super().__init__()
         self.recipe = recipe
 
-    def _one_view(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _one_view(
+        self, images: Tensor, generator: torch.Generator | None, out: Tensor | None = None
+    ) -> Tensor:
         recipe = self.recipe
         batch, device = images.shape[0], images.device
 
@@ -282,18 +398,23 @@ class BatchedViews(nn.Module):
 
         if recipe.jitter_prob > 0:
             apply = coin(recipe.jitter_prob)
-
-            def factor(strength: float, neutral: float = 1.0) -> Tensor:
-                drawn = uniform(neutral - strength, neutral + strength)
-                return torch.where(apply, drawn, torch.full_like(drawn, neutral))
-
-            views = color_jitter(
-                views,
-                brightness=factor(recipe.brightness),
-                contrast=factor(recipe.contrast),
-                saturation=factor(recipe.saturation),
-                hue=factor(recipe.hue, neutral=0.0),
-            )
+            chosen = apply.nonzero().squeeze(1)
+            strengths = (recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue)
+            # torchvision draws every factor, then skips the ops of strength 0
+            drawn = [uniform(1 - s, 1 + s)[chosen] for s in strengths[:3]]
+            drawn.append(uniform(-recipe.hue, recipe.hue)[chosen])
+            active = [
+                op
+                for op, strength in enumerate(strengths)
+                if strength > 0 and (op < 2 or views.shape[1] == 3)
+            ]
+            if recipe.jitter_order == "random":
+                draw = random_jitter_order(len(chosen), len(active), generator, device)
+            else:
+                draw = torch.arange(len(active), device=device).expand(len(chosen), -1)
+            order = torch.tensor(active, device=device, dtype=torch.long)[draw]
+            if active:  # views is resized_crop's own tensor: write into it
+                jitter_rows(views, chosen, tuple(drawn), order)
         if recipe.grayscale_prob > 0 and views.shape[1] == 3:
             chosen = coin(recipe.grayscale_prob).nonzero().squeeze(1)
             views[chosen] = grayscale(views[chosen]).expand(-1, 3, -1, -1)
@@ -309,7 +430,7 @@ class BatchedViews(nn.Module):
             apply = coin(recipe.solarize_prob).view(-1, 1, 1, 1)
             views = torch.where(apply, solarize(views, recipe.solarize_threshold), views)
         mean, std = self.recipe.channel_stats()
-        return normalize(views, mean, std)
+        return normalize(views, mean, std, out=out)
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -324,5 +445,8 @@ class BatchedViews(nn.Module):
                     f"the augmentation recipe expects {self.recipe.channels}-channel images, "
                     f"got {images.shape[1]} channels; set augment.channels={images.shape[1]}"
                 )
-        views = [self._one_view(images, generator) for _ in range(self.recipe.num_views)]
-        return torch.stack(views)  # (V, B, C, S, S)
+        size, channels = self.recipe.image_size, images.shape[1]
+        views = images.new_empty((self.recipe.num_views, images.shape[0], channels, size, size))
+        for view in views:  # each view normalised straight into its slot
+            self._one_view(images, generator, out=view)
+        return views  # (V, B, C, S, S)

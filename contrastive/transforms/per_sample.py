@@ -24,12 +24,17 @@ def build_view_transform(recipe: ViewRecipe) -> v2.Compose:
     ]
     if recipe.jitter_prob > 0:
         rgb = recipe.channels == 3
-        jitter = v2.ColorJitter(
-            brightness=recipe.brightness,
-            contrast=recipe.contrast,
-            saturation=recipe.saturation if rgb else 0.0,
-            hue=recipe.hue if rgb else 0.0,
-        )
+        strengths = {
+            "brightness": recipe.brightness,
+            "contrast": recipe.contrast,
+            "saturation": recipe.saturation if rgb else 0.0,
+            "hue": recipe.hue if rgb else 0.0,
+        }
+        jitter: v2.Transform = v2.ColorJitter(**strengths)  # a random order per image
+        if recipe.jitter_order == "fixed":  # one ColorJitter per op, in this order
+            jitter = v2.Compose(
+                [v2.ColorJitter(**{name: value}) for name, value in strengths.items() if value]
+            )
         ops.append(v2.RandomApply([jitter], p=recipe.jitter_prob))
     if recipe.grayscale_prob > 0 and recipe.channels == 3:
         ops.append(v2.RandomGrayscale(p=recipe.grayscale_prob))

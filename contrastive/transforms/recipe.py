@@ -8,6 +8,8 @@ from typing import Literal
 
 Backend = Literal["batched", "per_sample"]
 BACKENDS: tuple[str, ...] = ("batched", "per_sample")
+JitterOrder = Literal["random", "fixed"]
+JITTER_ORDERS: tuple[str, ...] = ("random", "fixed")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,10 @@ class ViewRecipe:
     solarisation with probability ``solarize_prob`` -> normalisation with ``mean``/``std``.
     Every random parameter is drawn independently per sample and per view.
 
-    Saturation, hue and grayscale are skipped for single-channel images.
+    The jitter applies brightness, contrast, saturation and hue in an order drawn per
+    sample (``jitter_order="random"``, as torchvision's ``ColorJitter`` and the SimCLR
+    recipe do) or always in that order (``"fixed"``). Saturation, hue and grayscale are
+    skipped for single-channel images.
 
     Examples:
         >>> recipe = ViewRecipe(image_size=32, channels=3)
@@ -46,6 +51,7 @@ class ViewRecipe:
     contrast: float = 0.4
     saturation: float = 0.4
     hue: float = 0.1
+    jitter_order: JitterOrder = "random"
     grayscale_prob: float = 0.2
     blur_prob: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
@@ -63,6 +69,8 @@ class ViewRecipe:
             fail("channels", self.channels, "1 (grayscale) or 3 (RGB)")
         if self.backend not in BACKENDS:
             fail("backend", self.backend, f"one of {list(BACKENDS)}")
+        if self.jitter_order not in JITTER_ORDERS:
+            fail("jitter_order", self.jitter_order, f"one of {list(JITTER_ORDERS)}")
         if self.num_views < 2:
             fail("num_views", self.num_views, ">= 2")
         low, high = self.crop_scale
