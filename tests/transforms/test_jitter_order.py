@@ -151,3 +151,26 @@ def test_jitter_order_is_validated() -> None:
     with pytest.raises(ValueError, match="jitter_order must be one of"):
         ViewRecipe(image_size=8, channels=3, jitter_order="shuffled")  # type: ignore[arg-type]
     assert JITTER_OPS == ("brightness", "contrast", "saturation", "hue")
+
+
+def test_a_compiler_that_cannot_run_falls_back_to_eager_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contrastive.transforms import batched
+
+    def broken(*args: object, **kwargs: object) -> object:
+        def fails(*a: object) -> object:
+            raise RuntimeError("InductorError: no C++ compiler found")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fused = batched._Fused(batched._brightness)
+    images, factor = torch.rand(4, 3, 5, 5), torch.full((4,), 1.5)
+    with caplog.at_level("WARNING"):
+        out = fused(images, factor)
+        again = fused(images, factor)  # no second attempt, no second warning
+    expected = batched._brightness(images, factor)
+    assert torch.equal(out, expected) and torch.equal(again, expected)
+    warnings = [r for r in caplog.records if "torch.compile of _brightness failed" in r.message]
+    assert len(warnings) == 1 and "views are made eagerly" in warnings[0].message
