@@ -18,7 +18,7 @@ from contrastive.cli import compose_job
 from contrastive.jobs.pretrain import pretrain
 from contrastive.losses import contrastive_loss, info_nce, multi_view_info_nce
 from contrastive.transforms import BatchedViews, preset
-from tests.helpers.formats import CIFAR10_FILES, write_cifar, write_fashion
+from tests.helpers.formats import cifar10_root, write_fashion
 
 pytestmark = [
     pytest.mark.gpu,
@@ -286,16 +286,7 @@ def test_in_memory_sources_pretrain_on_gpu(compose_cfg: Any, tmp_path: Path) -> 
     for prefix, count in (("train", 256), ("t10k", 64)):
         images = torch.randint(0, 256, (count, 28, 28), dtype=torch.uint8).numpy()
         write_fashion(fashion, images, (np.arange(count) % 10).astype(np.uint8), prefix=prefix)
-    cifar = tmp_path / "cifar"
-    write_cifar(
-        cifar / "cifar-10-batches-py",
-        {name: 64 for name in CIFAR10_FILES},
-        "labels",
-        "batches.meta",
-        "label_names",
-        [f"class{i}" for i in range(10)],
-        like_official=True,
-    )
+    cifar = cifar10_root(tmp_path, per_file=64)
     cases = {
         "fashion": [
             "data=fashion_mnist",

@@ -96,3 +96,19 @@ def write_stl10_images(path: Path, images: np.ndarray) -> None:
 def save(path: Path, pixels: np.ndarray, **kwargs: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, **kwargs)
+
+
+def cifar10_root(tmp_path: Path, per_file: int = 24) -> Path:
+    """A small CIFAR-10 in its native pickles under ``tmp_path / "cifar"``, laid out as the
+    official archive (``per_file`` images in each batch file)."""
+    root = tmp_path / "cifar"
+    write_cifar(
+        root / "cifar-10-batches-py",
+        {name: per_file for name in CIFAR10_FILES},
+        "labels",
+        "batches.meta",
+        "label_names",
+        [f"class{i}" for i in range(10)],
+        like_official=True,
+    )
+    return root

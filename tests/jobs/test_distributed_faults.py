@@ -63,32 +63,26 @@ def killed_and_restarted(run_dir: Path, job: list[str], step: int) -> Any:
     return result
 
 
-@needs_fashion_mnist
-def test_torchrun_restarts_the_default_job_after_a_rank_is_killed_and_ends_exactly(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("job", "kill_after", "steps"),
+    [
+        pytest.param(FASHION_2, 7, 12, id="fashion_mnist", marks=needs_fashion_mnist),
+        pytest.param(SYNTHETIC_2, 23, 32, id="synthetic", marks=pytest.mark.slow),
+    ],
+)
+def test_torchrun_restarts_the_job_after_a_rank_is_killed_and_ends_exactly(
+    tmp_path: Path, job: list[str], kill_after: int, steps: int
 ) -> None:
-    straight = finished_run(tmp_path / "straight" / "run", FASHION_2, launcher=torchrun(2))
+    straight = finished_run(tmp_path / "straight" / "run", job, launcher=torchrun(2))
     run_dir = tmp_path / "restarted" / "run"
-    result = killed_and_restarted(run_dir, FASHION_2, step=7)
+    result = killed_and_restarted(run_dir, job, step=kill_after)
     assert result.returncode == 0, result.stderr[-3000:]
-    # The survivor's one message, then torchrun's restart from the step-5 checkpoint.
+    # The survivor's one message, then torchrun's restart from the last 5-step checkpoint.
     assert "rank 0 stopped: lost rank 1 (pid" in result.stderr
     assert "Under torchrun, the group restarts from the newest checkpoint" in result.stderr
     assert "torchrun attempt 1" in result.stdout
     assert "resuming from" in result.stdout
-    assert_same_training(straight, run_dir, steps=12)
-
-
-@pytest.mark.slow
-def test_torchrun_restarts_the_synthetic_job_after_a_rank_is_killed_and_ends_exactly(
-    tmp_path: Path,
-) -> None:
-    straight = finished_run(tmp_path / "straight" / "run", SYNTHETIC_2, launcher=torchrun(2))
-    run_dir = tmp_path / "restarted" / "run"
-    result = killed_and_restarted(run_dir, SYNTHETIC_2, step=23)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "torchrun attempt 1" in result.stdout
-    assert_same_training(straight, run_dir, steps=32)
+    assert_same_training(straight, run_dir, steps=steps)
 
 
 @pytest.mark.slow

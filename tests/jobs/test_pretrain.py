@@ -15,7 +15,7 @@ import torchvision
 
 from contrastive.checkpoints import load_pretrained
 from contrastive.jobs.pretrain import build, pretrain
-from tests.helpers.formats import CIFAR10_FILES, write_cifar
+from tests.helpers.formats import cifar10_root
 from tests.helpers.jobs import ROOT
 from tests.helpers.markers import needs_fashion_mnist
 from tests.helpers.wandb_reader import wait_for_run
@@ -28,20 +28,6 @@ FAST = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
-
-
-def cifar10_root(tmp_path: Path) -> Path:
-    root = tmp_path / "cifar"
-    write_cifar(
-        root / "cifar-10-batches-py",
-        {name: 24 for name in CIFAR10_FILES},
-        "labels",
-        "batches.meta",
-        "label_names",
-        [f"class{i}" for i in range(10)],
-        like_official=True,
-    )
-    return root
 
 
 @needs_fashion_mnist
