@@ -142,9 +142,8 @@ def lost_peers() -> tuple[list[Peer], list[Peer]]:
     those on other hosts, whose state this process cannot see."""
     me = os.getpid()
     others = [p for p in _PEERS if p.pid != me or p.host != socket.gethostname()]
-    gone = [p for p in others if p.alive() is False]
-    unknown = [p for p in others if p.alive() is None]
-    return gone, unknown
+    states = [(p, p.alive()) for p in others]  # one look at each process
+    return [p for p, alive in states if alive is False], [p for p, alive in states if alive is None]
 
 
 def max_over_ranks(value: float, device: torch.device | None = None) -> float:

@@ -44,11 +44,11 @@ def memory_summary() -> str:
     cgroup's limit and OOM kills where a cgroup (v2) sets them."""
     parts = []
     try:
-        info = dict(
-            (line.split(":")[0], int(line.split()[1]))
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.split()[1:2] and line.split()[1].isdigit()
-        )
+        info = {}  # "MemAvailable:  123456 kB" -> {"MemAvailable": 123456}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if value.split() and value.split()[0].isdigit():
+                info[key] = int(value.split()[0])
         parts.append(f"{_gib(info['MemAvailable'])} of {_gib(info['MemTotal'])} available now")
     except (OSError, KeyError, ValueError, IndexError):
         pass
