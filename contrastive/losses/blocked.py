@@ -19,6 +19,13 @@ mean logit of anchor ``i`` is :math:`a_i \cdot (S_{y_i} - [\text{self}]\, c_{\ma
 no ``(block, C)`` label mask. The result equals the dense path (values and gradients to
 rounding: 1e-9 relative in float64 in the tests).
 
+Two options change the maths as in the dense path. ``decoupled`` (DCL, Yeh et al. 2022) drops
+the positives from the denominator: each block's positives are masked by one ``(block, C)``
+label compare in the forward pass, and their probabilities are zeroed in the backward pass
+(the log-sum-exp over no candidates at all is taken as 0, with no gradient). ``positive_weights``
+``w`` (A,) multiply each anchor's positive term, and so its positive-part gradient:
+:math:`\ell_i = \mathrm{lse}_i - w_i\, a_i \cdot (\ldots) / (T |P(i)|)`.
+
 Which path a loss takes is decided here too: :func:`resolve_block_size` turns the losses'
 ``block_size`` argument (``"auto"``, an int or ``None``) into rows per block or the dense path.
 """
@@ -85,7 +92,8 @@ class _Saved(NamedTuple):
     self_positive: Tensor  # (A,) bool: that column carries the anchor's label
     num_positives: Tensor  # (A,) |P(i)|
     positive_sums: Tensor  # (A, D) the sum of each anchor's positives
-    log_denominator: Tensor  # (A,) log-sum-exp over the non-self candidates
+    log_denominator: Tensor  # (A,) log-sum-exp over the non-self (non-positive) candidates
+    positive_weights: Tensor  # (A,) w_i (ones when not weighted)
 
 
 def _label_ids(anchor_labels: Tensor, candidate_labels: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -126,7 +134,9 @@ class BlockedContrastiveLosses(torch.autograd.Function):
     """``(losses (A,), num_positives (A,))`` of L2-normalised ``anchors`` (A, D) against
     ``candidates`` (C, D); differentiable in both embeddings (the second output is not).
 
-    A ``self_index`` outside ``[0, C)`` means "this anchor is not among the candidates"."""
+    A ``self_index`` outside ``[0, C)`` means "this anchor is not among the candidates".
+    ``decoupled``: the positives leave the denominator (DCL); ``positive_weights`` (A,) or
+    ``None``: constants multiplying each anchor's positive term."""
 
     @staticmethod
     def forward(
@@ -138,6 +148,8 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         self_index: Tensor,
         temperature: float,
         block_size: int,
+        decoupled: bool = False,
+        positive_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         num_anchors, num_candidates = anchors.shape[0], candidates.shape[0]
         anchor_ids, candidate_ids, num_labels = _label_ids(anchor_labels, candidate_labels)
@@ -153,12 +165,23 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         positive_sums = label_sums[anchor_ids] - self_positive[:, None] * candidates[safe_self]
         scaled = anchors / temperature  # (A, D)
         positive_mean = (scaled * positive_sums).sum(dim=1) / num_positives.clamp(min=1)
+        if positive_weights is None:
+            weights = torch.ones_like(positive_mean)  # (A,)
+        else:
+            weights = positive_weights
+            positive_mean = weights * positive_mean
 
         log_denominator = anchors.new_empty(num_anchors)
+        lowest = torch.finfo(anchors.dtype).min
         for rows, logits, _, _ in _blocks(scaled, candidates, has_self, safe_self, block_size):
+            if decoupled:  # the positives leave the denominator (self is already out)
+                logits.masked_fill_(anchor_ids[rows, None] == candidate_ids[None, :], lowest)
             row_max = logits.amax(dim=1, keepdim=True)  # stable log-sum-exp, in place
             row_sum = logits.sub_(row_max).exp_().sum(dim=1)
             log_denominator[rows] = row_max.squeeze(1) + row_sum.log()
+        if decoupled:  # no negative at all: an empty log-sum-exp, taken as 0
+            num_negatives = num_candidates - has_self.long() - num_positives  # (A,)
+            log_denominator = torch.where(num_negatives > 0, log_denominator, 0.0)
         losses = log_denominator - positive_mean
 
         ctx.save_for_backward(
@@ -173,9 +196,11 @@ class BlockedContrastiveLosses(torch.autograd.Function):
                 num_positives,
                 positive_sums,
                 log_denominator,
+                weights,
             )
         )
         ctx.temperature, ctx.block_size, ctx.num_labels = temperature, block_size, num_labels
+        ctx.decoupled = decoupled
         ctx.mark_non_differentiable(num_positives)
         return losses, num_positives
 
@@ -194,12 +219,15 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         for rows, probabilities, self_rows, self_columns in blocks:
             probabilities.sub_(saved.log_denominator[rows, None]).exp_()
             probabilities[self_rows, self_columns] = 0.0  # also when self is the only column
+            if ctx.decoupled:  # positives are not in the denominator: no softmax gradient
+                positives = saved.anchor_ids[rows, None] == saved.candidate_ids[None, :]
+                probabilities.masked_fill_(positives, 0.0)
             torch.mm(probabilities, candidates, out=grad_anchors[rows])
             grad_anchors[rows] *= weight[rows, None]
             grad_candidates.addmm_(probabilities.T, anchors[rows] * weight[rows, None])
 
-        # Positive part: -weight_i / |P(i)| for every positive pair (i, k), by label sums.
-        positive_weight = weight / saved.num_positives.clamp(min=1)  # (A,)
+        # Positive part: -w_i weight_i / |P(i)| for every positive pair (i, k), by label sums.
+        positive_weight = saved.positive_weights * weight / saved.num_positives.clamp(min=1)
         grad_anchors -= positive_weight[:, None] * saved.positive_sums
         weighted = positive_weight[:, None] * anchors  # (A, D)
         anchor_sums = anchors.new_zeros(ctx.num_labels, anchors.shape[1])
@@ -207,4 +235,4 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         grad_candidates -= anchor_sums[saved.candidate_ids]
         self_positive = saved.self_positive
         grad_candidates.index_add_(0, safe_self[self_positive], weighted[self_positive])
-        return grad_anchors, grad_candidates, None, None, None, None, None
+        return grad_anchors, grad_candidates, None, None, None, None, None, None, None

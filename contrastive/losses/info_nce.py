@@ -16,6 +16,20 @@ positive per anchor (the other augmented view of the same image) it is the NT-Xe
 SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
 Representations"), a form of InfoNCE (van den Oord et al. 2018).
 
+Two options generalise it. ``decoupled=True`` takes the positives out of the denominator
+(DCL, Yeh et al. 2022, "Decoupled Contrastive Learning"), and ``positive_weights`` ``w`` (A,)
+multiply each anchor's positive term (DCLW's von Mises-Fisher weight,
+:mod:`contrastive.losses.weighting`):
+
+.. math::
+
+    \ell_i = -\frac{w_i}{|P(i)|} \sum_{p \in P(i)} \frac{s_{ip}}{T}
+        + \log \sum_{k \in D(i)} \exp(s_{ik} / T),
+    \qquad D(i) = \begin{cases} \{k \ne \mathrm{self}(i)\} & \text{coupled (default)} \\
+        \{k \notin P(i) \cup \{\mathrm{self}(i)\}\} & \text{decoupled} \end{cases}
+
+which for :math:`w_i = 1` and the coupled denominator is the :math:`\mathcal{L}_{out}` term above.
+
 Numerics: similarities, the log-sum-exp and the loss are computed in float32 (float64 when an
 input is float64) with autocast disabled, whatever the input precision, so the losses are stable
 under bf16/fp16 autocast and at temperatures as small as 1e-3.
@@ -41,12 +55,19 @@ from contrastive.losses.precision import (
     check_pair,
     compute_dtype,
 )
+from contrastive.losses.weighting import (
+    check_sigma,
+    check_weighting,
+    positive_cosine_similarities,
+    von_mises_fisher_weights,
+)
 
 __all__ = [
     "InfoNCELoss",
     "contrastive_loss",
     "info_nce",
     "multi_view_info_nce",
+    "supcon_loss",
 ]
 
 
@@ -75,12 +96,17 @@ def _per_anchor_losses(
     self_index: Tensor,
     temperature: float,
     block_size: BlockSize = "auto",
+    decoupled: bool = False,
+    positive_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor SupCon L_out terms and whether each anchor has at least one positive.
 
     Shapes: anchors (A, D), candidates (C, D), anchor_labels (A,), candidate_labels (C,),
-    self_index (A,). Returns ``(losses (A,), has_positive (A,) bool)``; the loss of an anchor
-    without positives is its log-denominator alone and must be discarded by the caller.
+    self_index (A,), positive_weights (A,) or None. Returns ``(losses (A,), has_positive (A,)
+    bool)``; the loss of an anchor without positives is its log-denominator alone and must be
+    discarded by the caller. ``decoupled``: the positives leave the denominator (DCL; an
+    anchor left with no candidate in it gets a log-denominator of 0); ``positive_weights``:
+    detached constants multiplying each anchor's positive term (see the module docstring).
     ``block_size`` picks the path (:func:`contrastive.losses.blocked.resolve_block_size`): the blocked one
     (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`) gives the same values and
     gradients with O(block x C) memory instead of O(A x C).
@@ -101,15 +127,29 @@ def _per_anchor_losses(
             f"candidate_labels must have shape ({num_candidates},) to match candidates, "
             f"got {tuple(candidate_labels.shape)}"
         )
+    if positive_weights is not None and positive_weights.shape != (num_anchors,):
+        raise ValueError(
+            f"positive_weights must be None or have shape ({num_anchors},) to match anchors, "
+            f"got {tuple(positive_weights.shape)}"
+        )
 
     dtype = compute_dtype(anchors, candidates)
     rows = resolve_block_size(block_size, num_anchors, num_candidates, dtype.itemsize)
+    weights = None if positive_weights is None else positive_weights.detach().to(dtype)  # (A,)
     with autocast_disabled(anchors.device):
         anchors = F.normalize(anchors.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (A, D)
         candidates = F.normalize(candidates.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (C, D)
         if rows is not None:
             losses, num_positives = BlockedContrastiveLosses.apply(
-                anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, rows
+                anchors,
+                candidates,
+                anchor_labels,
+                candidate_labels,
+                self_index,
+                temperature,
+                rows,
+                decoupled,
+                weights,
             )
             return losses, num_positives > 0
         # The self entry is set to a finite "minus infinity" (an anchor whose only candidate
@@ -117,11 +157,21 @@ def _per_anchor_losses(
         masked_logits, positive_mask = _masked_logits(
             anchors, candidates, anchor_labels, candidate_labels, self_index, temperature
         )  # (A, C) each
-        log_denominator = torch.logsumexp(masked_logits, dim=1)  # (A,)
-
         num_positives = positive_mask.sum(dim=1)  # (A,)
+        if decoupled:
+            lowest = torch.finfo(masked_logits.dtype).min
+            negative_logits = masked_logits.masked_fill(positive_mask, lowest)  # (A, C)
+            log_denominator = torch.logsumexp(negative_logits, dim=1)  # (A,)
+            has_self = (self_index >= 0) & (self_index < num_candidates)  # (A,)
+            num_negatives = num_candidates - has_self.long() - num_positives  # (A,)
+            log_denominator = torch.where(num_negatives > 0, log_denominator, 0.0)
+        else:
+            log_denominator = torch.logsumexp(masked_logits, dim=1)  # (A,)
+
         positive_logit_sum = torch.where(positive_mask, masked_logits, 0.0).sum(dim=1)  # (A,)
         mean_positive_logit = positive_logit_sum / num_positives.clamp(min=1)  # (A,)
+        if weights is not None:
+            mean_positive_logit = weights * mean_positive_logit
         losses = log_denominator - mean_positive_logit  # (A,)
     return losses, num_positives > 0
 
@@ -140,6 +190,8 @@ def contrastive_loss(
     self_index: Tensor,
     temperature: float = 0.1,
     block_size: BlockSize = "auto",
+    decoupled: bool = False,
+    positive_weights: Tensor | None = None,
 ) -> Tensor:
     r"""General contrastive loss of anchors against candidates (SupCon :math:`\mathcal{L}_{out}`).
 
@@ -147,6 +199,19 @@ def contrastive_loss(
 
         \mathcal{L} = \frac{1}{|V|} \sum_{i \in V} -\frac{1}{|P(i)|} \sum_{p \in P(i)}
             \log \frac{\exp(s_{ip} / T)}{\sum_{k \ne \mathrm{self}(i)} \exp(s_{ik} / T)}
+
+    and in general (``decoupled``, ``positive_weights`` :math:`w`)
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{|V|} \sum_{i \in V} \Big(
+            -\frac{w_i}{|P(i)|} \sum_{p \in P(i)} \frac{s_{ip}}{T}
+            + \log \sum_{k \in D(i)} \exp(s_{ik} / T) \Big)
+
+    with :math:`D(i) = \{k \ne \mathrm{self}(i)\}` (coupled, the default: the first formula
+    when :math:`w = 1`) or :math:`D(i) = \{k \notin P(i) \cup \{\mathrm{self}(i)\}\}`
+    (decoupled: Yeh et al. 2022, "Decoupled Contrastive Learning"); a decoupled anchor whose
+    :math:`D(i)` is empty gets a log-sum-exp of 0 (finite, no gradient from it).
 
     where :math:`s_{ik} = \hat a_i \cdot \hat c_k` is the cosine similarity (both sides are
     L2-normalised **inside**, so pre-normalised inputs are fine too; a zero vector stays zero),
@@ -172,6 +237,9 @@ def contrastive_loss(
         block_size: ``"auto"``: the blocked path (exact, O(block x C) memory instead of
             O(A x C)) from 1024 x 1024 similarities up, where it is also the faster one; an
             int: always blocked, that many anchors at a time; ``None``: always dense.
+        decoupled: drop the positives from the denominator (DCL).
+        positive_weights: optional (A,) weights :math:`w_i` of the positive terms, used as
+            constants (detached).
 
     Returns:
         Scalar loss, float32 (float64 if an input is float64) even for fp16/bf16 inputs.
@@ -185,10 +253,23 @@ def contrastive_loss(
         >>> loss = contrastive_loss(embeddings, embeddings, labels, labels, torch.arange(4), 0.5)
         >>> round(loss.item(), 4)
         0.2899
+        >>> loss = contrastive_loss(
+        ...     embeddings, embeddings, labels, labels, torch.arange(4), 0.5, decoupled=True
+        ... )
+        >>> round(loss.item(), 4)  # the positive no longer in the denominator: lower
+        -1.0935
     """
     temperature = check_temperature(temperature)
     losses, has_positive = _per_anchor_losses(
-        anchors, candidates, anchor_labels, candidate_labels, self_index, temperature, block_size
+        anchors,
+        candidates,
+        anchor_labels,
+        candidate_labels,
+        self_index,
+        temperature,
+        block_size,
+        decoupled,
+        positive_weights,
     )
     return _mean_over_valid(losses, has_positive)
 
@@ -270,6 +351,69 @@ def multi_view_info_nce(
     )
 
 
+def supcon_loss(
+    embeddings: Tensor,
+    labels: Tensor,
+    temperature: float = 0.1,
+    block_size: BlockSize = "auto",
+) -> Tensor:
+    r"""Supervised contrastive loss (SupCon :math:`\mathcal{L}_{out}`) of one set of embeddings.
+
+    Every embedding is an anchor; its positives :math:`P(i)` are the other embeddings with its
+    label, its denominator runs over all embeddings but itself:
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{|V|} \sum_{i \in V} -\frac{1}{|P(i)|} \sum_{p \in P(i)}
+            \log \frac{\exp(s_{ip} / T)}{\sum_{k \ne i} \exp(s_{ik} / T)}
+
+    with :math:`s_{ik}` the cosine similarity and :math:`V` the anchors with at least one
+    positive (Khosla et al. 2020, "Supervised Contrastive Learning", Eq. 2). It is
+    :func:`contrastive_loss` ``(e, e, labels, labels, arange(M), T)``; for several views,
+    flatten them into ``embeddings`` (or use :func:`multi_view_info_nce` with labels).
+
+    ``pytorch_metric_learning.losses.SupConLoss(temperature=T)`` gives the same value whenever
+    the batch holds at least one pair of different labels: it averages the per-anchor losses
+    that are ``> 0`` (its ``AvgNonZeroReducer``), which are exactly the anchors with a
+    positive unless a loss rounds to 0; with a single label in the whole batch it returns 0.
+
+    Args:
+        embeddings: (M, D) embeddings, L2-normalised inside.
+        labels: (M,) integer class ids.
+        temperature: ``T``, a finite number > 0.
+        block_size: as in :func:`contrastive_loss`.
+
+    Returns:
+        Scalar loss, float32 (float64 for float64 inputs); 0 (zero gradients) if no label
+        occurs twice.
+
+    Raises:
+        ValueError: if ``embeddings`` is not (M, D) with M >= 1, ``labels`` is not (M,), or on a
+            bad temperature.
+
+    Examples:
+        >>> embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])
+        >>> round(supcon_loss(embeddings, torch.tensor([0, 1, 0, 1]), 0.5).item(), 4)
+        0.2899
+        >>> supcon_loss(embeddings, torch.arange(4)).item()  # no positives at all
+        0.0
+    """
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        raise ValueError(
+            f"embeddings must be a non-empty (M, D) tensor, got shape {tuple(embeddings.shape)}"
+        )
+    num_embeddings = embeddings.shape[0]
+    if labels.shape != (num_embeddings,):
+        raise ValueError(
+            f"labels must have shape ({num_embeddings},) to match embeddings "
+            f"{tuple(embeddings.shape)}, got {tuple(labels.shape)}"
+        )
+    self_index = torch.arange(num_embeddings, device=embeddings.device)  # (M,)
+    return contrastive_loss(
+        embeddings, embeddings, labels, labels, self_index, temperature, block_size
+    )
+
+
 def info_nce(
     z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: BlockSize = "auto"
 ) -> Tensor:
@@ -314,11 +458,27 @@ def info_nce(
 
 
 class InfoNCELoss(nn.Module):
-    r"""NT-Xent / multi-view InfoNCE / SupCon loss, optionally contrasting against all ranks.
+    r"""NT-Xent / multi-view InfoNCE / SupCon / DCL(W) loss, optionally contrasting against all ranks.
 
     - ``forward(z_a, z_b)``: two views (N, D) each, :func:`info_nce`.
     - ``forward_views(views, labels=None)``: ``V`` views (V, N, D),
       :func:`multi_view_info_nce` (SupCon when ``labels`` (N,) are given).
+    - ``forward_pairs(anchors, candidates)``: one-directional InfoNCE of paired sets (N, D)
+      each: the positive of anchor ``n`` is candidate ``n``, its negatives all other
+      candidates (of all ranks when gathering); the anchors are not among the candidates.
+      MoCo v3 (anchors = queries, candidates = momentum keys) and NNCLR (anchors = nearest
+      neighbours, candidates = predictions) call it once per direction.
+
+    ``decoupled=True`` takes the positives out of the denominators (DCL, Yeh et al. 2022,
+    "Decoupled Contrastive Learning"; see :func:`contrastive_loss`), in every form.
+    ``weighting="vmf"`` multiplies the positive term of pair ``n`` by DCLW's
+    :math:`w_n = 2 - N\, \mathrm{softmax}_n(\cos(z_{a,n}, z_{b,n}) / \sigma)`
+    (:func:`contrastive.losses.weighting.von_mises_fisher_weights`, the same weight for both
+    directions of a pair); it is defined for one positive per anchor only: ``forward``,
+    ``forward_views`` with 2 views and no labels, and ``forward_pairs`` (pair ``n`` = anchor
+    ``n`` and candidate ``n``). ``decoupled=True, weighting="vmf"`` is DCLW; on one process
+    ``forward`` then equals lightly's ``DCLWLoss(temperature, sigma)`` (and
+    ``decoupled=True`` alone ``DCLLoss(temperature)``), see :func:`contrastive.losses.dcl_loss`.
 
     Cross-rank negatives (``gather_distributed=True``, ``torch.distributed`` initialised and
     world size > 1): the local embeddings are the anchors; the candidates are the embeddings
@@ -328,7 +488,12 @@ class InfoNCELoss(nn.Module):
     sample indices by the global index of this rank's first sample; class labels are gathered as
     they are. **Unequal local batch sizes are supported**: the per-rank sizes are all-gathered
     first (one tiny extra collective per call). The number of views ``V`` must be the same on
-    every rank, and every rank must call the loss (it runs collectives).
+    every rank, and every rank must call the loss (it runs collectives). The vMF softmax runs
+    over the **global** batch's positive similarities (gathered, without gradient), with
+    ``N`` the global batch size, so that ``R`` ranks equal one process on the concatenated
+    batch. (lightly's ``DCLWLoss(gather_distributed=True)`` instead weighs each rank's pairs
+    by a softmax over its local batch, ``N`` = the local batch size: its DDP loss depends on
+    how the batch is split.)
 
     The loss returned on rank ``r`` is
     :math:`R \cdot \sum_{i \in \mathrm{local}} \ell_i / |V_{\mathrm{global}}|`
@@ -346,14 +511,20 @@ class InfoNCELoss(nn.Module):
         block_size: ``"auto"``: the exact blocked path (O(block x candidates) memory instead
             of the whole similarity matrix) from 1024 x 1024 similarities up, where it is also
             faster; an int: always blocked, that many anchors per block; ``None``: dense.
+        decoupled: drop the positives from the denominators (DCL).
+        weighting: ``None`` or ``"vmf"`` (DCLW's von Mises-Fisher weight of the positives).
+        sigma: :math:`\sigma` of the vMF weight, a finite number > 0 (DCLW uses 0.5).
 
     Raises:
-        ValueError: if ``temperature`` is not a finite number > 0, or ``block_size`` is not
-            ``"auto"``, ``None`` or an int >= 1.
+        ValueError: if ``temperature`` or ``sigma`` is not a finite number > 0, ``block_size``
+            is not ``"auto"``, ``None`` or an int >= 1, ``decoupled`` is not a bool or
+            ``weighting`` not ``None`` or ``"vmf"``; at call time, if ``weighting="vmf"`` is
+            asked of anything but two views without labels.
 
     Shape:
         - ``forward``: ``z_a`` (N, D), ``z_b`` (N, D) -> scalar.
         - ``forward_views``: ``views`` (V, N, D), ``labels`` (N,) or None -> scalar.
+        - ``forward_pairs``: ``anchors`` (N, D), ``candidates`` (N, D) -> scalar.
 
     Examples:
         >>> criterion = InfoNCELoss(temperature=0.5)
@@ -362,6 +533,11 @@ class InfoNCELoss(nn.Module):
         1.9459
         >>> round(criterion.forward_views(torch.ones(2, 4, 8)).item(), 4)
         1.9459
+        >>> round(criterion.forward_pairs(z, z).item(), 4)  # log(N) = log(4)
+        1.3863
+        >>> dcl = InfoNCELoss(temperature=0.5, decoupled=True)
+        >>> round(dcl(z, z).item(), 4)  # -1 / T + log((2N - 2) exp(1 / T)) = log(6)
+        1.7918
         >>> InfoNCELoss(temperature=-0.1)
         Traceback (most recent call last):
         ...
@@ -373,11 +549,19 @@ class InfoNCELoss(nn.Module):
         temperature: float = 0.1,
         gather_distributed: bool = False,
         block_size: BlockSize = "auto",
+        decoupled: bool = False,
+        weighting: str | None = None,
+        sigma: float = 0.5,
     ) -> None:
         super().__init__()
         self.temperature = check_temperature(temperature)
         self.gather_distributed = bool(gather_distributed)
         self.block_size = check_block_size(block_size)
+        if not isinstance(decoupled, bool):
+            raise ValueError(f"decoupled must be true or false, got {decoupled!r}")
+        self.decoupled = decoupled
+        self.weighting = check_weighting(weighting)
+        self.sigma = check_sigma(sigma)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         check_pair(z_a, z_b)
@@ -385,11 +569,99 @@ class InfoNCELoss(nn.Module):
 
     def forward_views(self, views: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss of ``V`` views (V, N, D); SupCon when ``labels`` (N,) are given."""
-        if not (self.gather_distributed and distributed.world_size() > 1):
+        _check_views(views)
+        if self.weighting is not None and (labels is not None or views.shape[0] != 2):
+            labelled = "with labels" if labels is not None else "without labels"
+            raise ValueError(
+                f"weighting={self.weighting!r} needs one positive per anchor: 2 views and no "
+                f"labels, got views of shape {tuple(views.shape)} {labelled}"
+            )
+        gather = self.gather_distributed and distributed.world_size() > 1
+        if not gather and not self.decoupled and self.weighting is None:
             return multi_view_info_nce(views, self.temperature, labels, self.block_size)
-        return self._gathered_loss(views, labels)
+        return self._gathered_loss(views, labels, gather)
 
-    def _gathered_loss(self, views: Tensor, labels: Tensor | None) -> Tensor:
+    def forward_pairs(self, anchors: Tensor, candidates: Tensor) -> Tensor:
+        r"""One-directional InfoNCE: anchor ``n``'s positive is candidate ``n``.
+
+        .. math::
+
+            \mathcal{L} = \frac{1}{N} \sum_{n=1}^{N} \Big( -w_n \frac{s_{nn}}{T}
+                + \log \sum_{m \in D(n)} \exp(s_{nm} / T) \Big),
+            \qquad s_{nm} = \cos(\mathrm{anchor}_n, \mathrm{candidate}_m)
+
+        with :math:`D(n)` all candidates (all ``N_global`` of all ranks when gathering), or
+        all but candidate ``n`` when ``decoupled``, and :math:`w_n = 1` unless
+        ``weighting="vmf"`` (:math:`s_{nn}` softmaxed over the global batch). Anchors are not
+        candidates (``self_index = -1``); with gathering, only the candidates are gathered
+        (with gradient), and the returned loss is scaled as in ``forward_views``: the mean of
+        the per-rank losses is the single-process loss on the concatenated batch. (He et al.
+        2020 / Chen et al. 2021, "An Empirical Study of Training Self-Supervised Vision
+        Transformers", MoCo v3; Dwibedi et al. 2021, NNCLR.)
+
+        Args:
+            anchors: (N, D) local anchors (queries, or nearest neighbours without gradient).
+            candidates: (N, D) local candidates; row ``n`` is the positive of ``anchors[n]``.
+
+        Returns:
+            Scalar loss, float32 (float64 for float64 inputs).
+
+        Raises:
+            ValueError: if the shapes differ or are not (N, D) with N >= 1.
+
+        Examples:
+            >>> criterion = InfoNCELoss(temperature=0.1)
+            >>> round(criterion.forward_pairs(torch.eye(3), torch.eye(3)).item(), 4)
+            0.0001
+        """
+        if anchors.ndim != 2 or anchors.shape != candidates.shape or anchors.shape[0] == 0:
+            raise ValueError(
+                "anchors and candidates must be non-empty (N, D) tensors of the same shape, "
+                f"got {tuple(anchors.shape)} and {tuple(candidates.shape)}"
+            )
+        num_samples = anchors.shape[0]
+        device = anchors.device
+        gather = self.gather_distributed and distributed.world_size() > 1
+        if gather:
+            samples_per_rank = distributed.all_gather_sizes(num_samples, device)
+            first_sample = sum(samples_per_rank[: distributed.rank()])
+            all_candidates = distributed.all_gather_with_grad(candidates, samples_per_rank)
+        else:
+            samples_per_rank, first_sample, all_candidates = [num_samples], 0, candidates
+        num_global = sum(samples_per_rank)
+        anchor_labels = first_sample + torch.arange(num_samples, device=device)  # (N,)
+        candidate_labels = torch.arange(num_global, device=device)  # (N_all,)
+        self_index = torch.full((num_samples,), -1, dtype=torch.long, device=device)  # (N,)
+        weights = None
+        if self.weighting is not None:
+            similarities = positive_cosine_similarities(anchors, candidates)  # (N,)
+            weights = self._global_weights(similarities, samples_per_rank, first_sample, gather)
+        losses, _ = _per_anchor_losses(
+            anchors,
+            all_candidates,
+            anchor_labels,
+            candidate_labels,
+            self_index,
+            self.temperature,
+            self.block_size,
+            self.decoupled,
+            weights,
+        )
+        world = distributed.world_size() if gather else 1
+        return world * losses.sum() / num_global
+
+    def _global_weights(
+        self, similarities: Tensor, samples_per_rank: list[int], first_sample: int, gather: bool
+    ) -> Tensor:
+        """This rank's slice (N,) of the vMF weights of the global batch's positive pairs."""
+        if gather:
+            similarities = distributed.all_gather(similarities, samples_per_rank)  # (N_all,)
+        weights = von_mises_fisher_weights(similarities, self.sigma)  # (N_all,)
+        return weights[first_sample : first_sample + samples_per_rank[distributed.rank()]]
+
+    def _gathered_loss(self, views: Tensor, labels: Tensor | None, gather: bool = True) -> Tensor:
+        """The loss of ``views`` against all ranks' views (``gather``) or the local ones only
+        (a world of one, for the decoupled and weighted forms)."""
         _check_views(views)
         num_views, num_samples, dim = views.shape
         if labels is None and num_views < 2:
@@ -402,8 +674,11 @@ class InfoNCELoss(nn.Module):
                 f"labels must have shape ({num_samples},) to match views "
                 f"{tuple(views.shape)}, got {tuple(labels.shape)}"
             )
-        samples_per_rank = distributed.all_gather_sizes(num_samples, views.device)
-        first_sample = sum(samples_per_rank[: distributed.rank()])
+        if gather:
+            samples_per_rank = distributed.all_gather_sizes(num_samples, views.device)
+            first_sample = sum(samples_per_rank[: distributed.rank()])
+        else:
+            samples_per_rank, first_sample = [num_samples], 0
         if labels is None:
             sample_labels = first_sample + torch.arange(num_samples, device=views.device)  # (N,)
         else:
@@ -412,11 +687,21 @@ class InfoNCELoss(nn.Module):
         anchors = views.reshape(num_views * num_samples, dim)  # (V N, D)
         anchor_labels = sample_labels.repeat(num_views)  # (V N,)
         candidates_per_rank = [num_views * size for size in samples_per_rank]
-        candidates = distributed.all_gather_with_grad(anchors, candidates_per_rank)  # (V N_all, D)
-        candidate_labels = distributed.all_gather(anchor_labels, candidates_per_rank)  # (V N_all,)
+        if gather:
+            candidates = distributed.all_gather_with_grad(anchors, candidates_per_rank)
+            candidate_labels = distributed.all_gather(anchor_labels, candidates_per_rank)
+        else:
+            candidates, candidate_labels = anchors, anchor_labels  # (V N_all, D), (V N_all,)
         self_index = num_views * first_sample + torch.arange(
             num_views * num_samples, device=views.device
         )  # (V N,)
+        weights = None
+        if self.weighting is not None:  # 2 views, no labels (checked by forward_views)
+            similarities = positive_cosine_similarities(views[0], views[1])  # (N,)
+            pair_weights = self._global_weights(
+                similarities, samples_per_rank, first_sample, gather
+            )  # (N,)
+            weights = pair_weights.repeat(num_views)  # (V N,), the same for both directions
 
         losses, has_positive = _per_anchor_losses(
             anchors,
@@ -426,6 +711,8 @@ class InfoNCELoss(nn.Module):
             self_index,
             self.temperature,
             self.block_size,
+            self.decoupled,
+            weights,
         )
         if labels is None:
             num_valid_global = losses.new_tensor(float(candidates.shape[0]))
@@ -435,10 +722,12 @@ class InfoNCELoss(nn.Module):
             )
             num_valid_global = (counts[inverse] > 1).sum()
         local_sum = torch.where(has_positive, losses, 0.0).sum()
-        return distributed.world_size() * local_sum / num_valid_global.clamp(min=1)
+        world = distributed.world_size() if gather else 1
+        return world * local_sum / num_valid_global.clamp(min=1)
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
-            f"block_size={self.block_size}"
+            f"block_size={self.block_size}, decoupled={self.decoupled}, "
+            f"weighting={self.weighting}, sigma={self.sigma}"
         )
