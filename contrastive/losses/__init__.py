@@ -19,13 +19,16 @@ from contrastive.losses.classification import (
     cross_entropy,
     nll_loss,
 )
+from contrastive.losses.dcl import dcl_loss
 from contrastive.losses.distillation import KLDivergenceLoss, kl_divergence, seed_loss
 from contrastive.losses.info_nce import (
     InfoNCELoss,
     contrastive_loss,
     info_nce,
     multi_view_info_nce,
+    supcon_loss,
 )
+from contrastive.losses.moco import moco_loss
 from contrastive.losses.regression import L2Loss, l2_loss
 
 __all__ = [
@@ -40,14 +43,17 @@ __all__ = [
     "check_temperature",
     "contrastive_loss",
     "cross_entropy",
+    "dcl_loss",
     "info_nce",
     "kl_divergence",
     "l2_loss",
     "log_softmax_with_temperature",
+    "moco_loss",
     "multi_view_info_nce",
     "nll_loss",
     "seed_loss",
     "sigmoid",
     "softmax_with_temperature",
+    "supcon_loss",
     "tanh",
 ]
