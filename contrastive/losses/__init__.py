@@ -22,12 +22,12 @@ from contrastive.losses.classification import (
 from contrastive.losses.dcl import dcl_loss
 from contrastive.losses.distillation import KLDivergenceLoss, kl_divergence, seed_loss
 from contrastive.losses.info_nce import (
-    InfoNCELoss,
     contrastive_loss,
     info_nce,
     multi_view_info_nce,
     supcon_loss,
 )
+from contrastive.losses.info_nce_loss import InfoNCELoss
 from contrastive.losses.moco import moco_loss
 from contrastive.losses.regression import L2Loss, l2_loss
 

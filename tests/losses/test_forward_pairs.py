@@ -11,36 +11,31 @@ two gloo ranks.
   vMF softmax over the local batch (what lightly's ``DCLWLoss(gather_distributed=True)``
   does) are both caught by the same comparison.
 
-The spawn launcher of ``tests/test_distributed.py`` runs only the tasks of its own table, so a
-small one is here; its helpers (gather bug, DDP averaging, deadline) are imported.
+The ranks are spawned by :func:`tests.helpers.gloo.launch`; the gather bug and DDP's gradient
+averaging come from there too.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor
 
 from contrastive import distributed
 from contrastive.losses import InfoNCELoss
 from contrastive.losses.weighting import von_mises_fisher_weights
-from tests.test_distributed import (
-    WORKER_DEADLINE_S,
-    _gather_replaced_by,
-    _gather_without_grad,
-    _mean_over_ranks,
+from tests.helpers.gloo import (
+    gather_replaced_by,
+    gather_without_grad,
+    gloo_available,
+    launch,
+    mean_over_ranks,
 )
 
 RTOL, ATOL = 1e-9, 1e-12  # float64
@@ -215,7 +210,7 @@ def _local_vmf() -> Iterator[None]:
         InfoNCELoss._global_weights = original  # type: ignore[method-assign]
 
 
-def _task(rank: int) -> dict[str, Any]:
+def _task(rank: int, world: int) -> dict[str, Any]:
     x, weight_a0, weight_c0 = _fixed_problem()
     results: dict[str, Any] = {}
     for sizes in PARTITIONS:
@@ -230,8 +225,8 @@ def _task(rank: int) -> dict[str, Any]:
                 weight_a = weight_a0.clone().requires_grad_()
                 weight_c = weight_c0.clone().requires_grad_()
                 context = {
-                    "library": _gather_replaced_by(distributed.all_gather_with_grad),
-                    "buggy_gather": _gather_replaced_by(_gather_without_grad),
+                    "library": gather_replaced_by(distributed.all_gather_with_grad),
+                    "buggy_gather": gather_replaced_by(gather_without_grad),
                     "local_vmf": _local_vmf(),
                 }[variant]
                 with context:
@@ -240,60 +235,13 @@ def _task(rank: int) -> dict[str, Any]:
                     )
                 grads = torch.autograd.grad(loss, [weight_a, weight_c], allow_unused=True)
                 results[f"{sizes}/{mode}/{variant}"] = {
-                    "mean_loss": _mean_over_ranks(loss),
+                    "mean_loss": mean_over_ranks(loss),
                     "grads": [
-                        _mean_over_ranks(torch.zeros_like(weight_a0) if g is None else g)
+                        mean_over_ranks(torch.zeros_like(weight_a0) if g is None else g)
                         for g in grads
                     ],
                 }
     return results
-
-
-def _worker(rank: int, world: int, workdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{workdir}/store",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        assert distributed.world_size() == world and distributed.rank() == rank
-        torch.save(_task(rank), f"{workdir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-    # as in tests/test_distributed.py: skip interpreter teardown (gloo threads can abort it)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _launch(world: int, workdir: Path) -> list[dict[str, Any]]:
-    workdir.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        context = mp.start_processes(
-            _worker, args=(world, str(workdir)), nprocs=world, join=False, start_method="spawn"
-        )
-    finally:
-        if previous is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
-    assert context is not None
-    deadline = time.monotonic() + WORKER_DEADLINE_S
-    try:
-        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                pytest.fail(f"workers (world {world}) still running after the deadline")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=10)
-    return [torch.load(workdir / f"rank{r}.pt") for r in range(world)]
 
 
 def _single_process(mode: str) -> list[Tensor]:
@@ -306,12 +254,9 @@ def _single_process(mode: str) -> list[Tensor]:
 
 
 @pytest.mark.ddp
-@pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()),
-    reason="torch.distributed with gloo is not available",
-)
+@gloo_available
 def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
-    results = _launch(2, tmp_path / "ranks")
+    results = launch(_task, 2, tmp_path / "ranks")
     for sizes in PARTITIONS:
         assert sum(sizes) == LABELS.shape[0]  # the single process sees the same batch
         for mode in MODES:
