@@ -87,6 +87,23 @@ def _schema_of(cls: type, target: str) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
 
 
+def _constructors(target: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """``target`` itself, or a class's ``__init__`` and, while each passes ``**kwargs`` on,
+    its bases' (stopping at ``object`` and at library classes)."""
+    if not inspect.isclass(target):
+        return [target]
+    functions = []
+    for cls in target.__mro__:
+        if "__init__" not in vars(cls) or not cls.__module__.startswith("contrastive"):
+            continue
+        init = vars(cls)["__init__"]
+        functions.append(init)
+        kinds = [p.kind for p in inspect.signature(init).parameters.values()]
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            break
+    return functions or [target.__init__]
+
+
 def signature_schema(
     target: Callable[..., Any],
     path: str | None = None,
@@ -102,14 +119,21 @@ def signature_schema(
     probe, ...); ``partial`` adds ``_partial_: true``; ``nested`` gives a type or schema to
     an argument (the projection head of SimCLR); ``extra`` adds ``name: (type, default)``
     fields for what a ``**kwargs`` passes on (W&B's ``group``, ``tags``, ...)."""
-    function = target.__init__ if inspect.isclass(target) else target
-    parameters = inspect.signature(function).parameters
-    try:
-        hints = typing.get_type_hints(function)
-    except (NameError, TypeError):  # a forward reference to a name the module lacks
-        hints = {
-            n: p.annotation for n, p in parameters.items() if not isinstance(p.annotation, str)
-        }
+    parameters: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    # A class whose constructor passes ``**kwargs`` on to its base's: the base's too.
+    for function in _constructors(target):
+        own = inspect.signature(function).parameters
+        try:
+            own_hints = typing.get_type_hints(function)
+        except (NameError, TypeError):  # a forward reference to a name the module lacks
+            own_hints = {
+                n: p.annotation for n, p in own.items() if not isinstance(p.annotation, str)
+            }
+        for name, parameter in own.items():
+            parameters.setdefault(name, parameter)
+            if name in own_hints:
+                hints.setdefault(name, own_hints[name])
     path = path or f"{target.__module__}.{target.__qualname__}"
     fields: list[tuple[str, Any, Any]] = [("_target_", str, field(default=path))]
     if partial:
@@ -225,19 +249,23 @@ def _method_schemas() -> dict[str, type]:
     # Imported here: the methods import Lightning, which the schema module need not.
     from contrastive.heads import ProjectionHead
     from contrastive.methods import (
+        METHODS,
         LinearEvaluation,
         LogitDistillation,
         RepresentationDistillation,
-        SimCLR,
     )
 
     head = signature_schema(
         ProjectionHead, "contrastive.heads.ProjectionHead", exclude=("input_dim",), partial=True
     )
+    parts = {"projection_head": head, "predictor": head}
     return {
-        "method/simclr": signature_schema(
-            SimCLR, "contrastive.methods.SimCLR", nested={"projection_head": head}
-        ),
+        **{
+            f"method/{name}": signature_schema(
+                cls, f"contrastive.methods.{cls.__name__}", nested=parts
+            )
+            for name, cls in METHODS.items()
+        },
         "probe/linear": signature_schema(LinearEvaluation, "contrastive.methods.LinearEvaluation"),
         "distill/logits": signature_schema(
             LogitDistillation,

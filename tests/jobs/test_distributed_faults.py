@@ -108,7 +108,7 @@ class RankZeroViewsOnly(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         # (after the module's own hook, which Lightning calls first)
-        pl_module._view_state = checkpoint["contrastive"]["view_generators"][0]
+        pl_module.view_stream._state = checkpoint["contrastive"]["view_generators"][0]
 
 
 def test_a_lost_rank_0_under_lightnings_launcher_stops_rank_1_with_one_message(

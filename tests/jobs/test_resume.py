@@ -214,7 +214,7 @@ def test_negative_control_a_resume_without_the_rng_state_differs(
 
     def forget_rng(self: SimCLR, checkpoint: dict[str, Any]) -> None:
         restore(self, checkpoint)
-        self._view_state = None
+        self.view_stream._state = None
 
     monkeypatch.setattr(SimCLR, "on_load_checkpoint", forget_rng)
     run_job_in(run_dir, pretrain, "pretrain", *JOB)
