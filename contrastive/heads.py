@@ -5,6 +5,17 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+def output_dim(head: nn.Module) -> int:
+    """The width of ``head``'s output: its ``output_dim``, else its last linear layer's."""
+    width = getattr(head, "output_dim", None)
+    if isinstance(width, int):
+        return width
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"cannot tell the output width of {type(head).__name__}")
+    return linears[-1].out_features
+
+
 class ProjectionHead(nn.Module):
     """SimCLR projection MLP: ``[Linear -> BN -> ReLU] x (num_layers - 1) -> Linear``.
 

@@ -10,7 +10,7 @@ gradients gives **the same loss and the same gradients** as one process on the w
   of the per-rank losses and that averaged ``W.grad`` must equal the single-process loss and
   ``W.grad`` on the concatenated batch (float64, rtol 1e-9) -- for R = 2 and 3, equal and
   unequal slices, the two-view form, three views without labels, and SupCon with labels.
-- ``test_gather_without_grad_is_caught``: negative control. The classic bug (all-gather into
+- ``testgather_without_grad_is_caught``: negative control. The classic bug (all-gather into
   detached buffers, own slot replaced by the local tensor) leaves the loss value unchanged but
   loses the cross-rank gradient terms; the same comparison must reject it.
 - ``test_ddp_training_matches_single_process``: a BatchNorm-free MLP wrapped in
@@ -25,23 +25,17 @@ finish before a deadline, so a hang fails the test instead of blocking the suite
 
 from __future__ import annotations
 
-import os
-import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-from contrastive import distributed
 from contrastive.losses import InfoNCELoss, info_nce, multi_view_info_nce
+from tests.helpers.gloo import gather_replaced_by, gather_without_grad, launch, mean_over_ranks
 
 pytestmark = [
     pytest.mark.ddp,
@@ -59,7 +53,6 @@ LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 7, 1, 0, 2, 1, 0])
 PARTITIONS = {2: ([6, 6], [7, 5]), 3: ([4, 4, 4], [5, 4, 3])}
 MODES = ("pair", "views3", "supcon", "supcon_1view")
 RTOL, ATOL = 1e-9, 1e-12  # float64 throughout
-WORKER_DEADLINE_S = 90.0  # hang guard per launch; a healthy launch takes a few seconds
 TRAIN_STEPS = 5
 
 
@@ -133,45 +126,6 @@ def _train(model: nn.Module, criterion: InfoNCELoss, x: Tensor) -> list[Tensor]:
 # --------------------------------------------------------------------------------------------
 
 
-def _gather_without_grad(x: Tensor, sizes: list[int] | None = None) -> Tensor:
-    """Buggy drop-in for ``all_gather_with_grad``: other ranks' rows are detached copies.
-
-    Only the local slot keeps its autograd graph, so a rank's embeddings never receive the
-    gradient that the *other* ranks' losses send them through their candidates.
-    """
-    if sizes is None:
-        sizes = distributed.all_gather_sizes(x.shape[0], x.device)
-    padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=x.device)
-    padded[: x.shape[0]] = x.detach()
-    buffers = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(buffers, padded)
-    pieces = [buffer[:size] for buffer, size in zip(buffers, sizes, strict=True)]
-    pieces[dist.get_rank()] = x
-    return torch.cat(pieces, dim=0)
-
-
-@contextmanager
-def _gather_replaced_by(gather: Callable[..., Tensor]) -> Iterator[None]:
-    original = distributed.all_gather_with_grad
-    distributed.all_gather_with_grad = gather
-    try:
-        yield
-    finally:
-        distributed.all_gather_with_grad = original
-
-
-# --------------------------------------------------------------------------------------------
-# worker processes
-# --------------------------------------------------------------------------------------------
-
-
-def _mean_over_ranks(value: Tensor) -> Tensor:
-    """What DDP does to a gradient: all-reduce SUM, divide by the world size."""
-    value = value.detach().clone()
-    dist.all_reduce(value)
-    return value / dist.get_world_size()
-
-
 def _exactness_task(rank: int, world: int) -> dict[str, Any]:
     x, weight0 = _fixed_problem()
     criterion = InfoNCELoss(temperature=TEMPERATURE, gather_distributed=True)
@@ -185,14 +139,14 @@ def _exactness_task(rank: int, world: int) -> dict[str, Any]:
                 if gather == "library":
                     loss = _loss(mode, criterion, z, LABELS[start:stop])
                 else:
-                    with _gather_replaced_by(_gather_without_grad):
+                    with gather_replaced_by(gather_without_grad):
                         loss = _loss(mode, criterion, z, LABELS[start:stop])
                 loss.backward()
                 assert weight.grad is not None
                 results[f"{sizes}/{mode}/{gather}"] = {
                     "loss": loss.detach().clone(),
-                    "mean_loss": _mean_over_ranks(loss),
-                    "grad": _mean_over_ranks(weight.grad),
+                    "mean_loss": mean_over_ranks(loss),
+                    "grad": mean_over_ranks(weight.grad),
                 }
     return results
 
@@ -206,7 +160,7 @@ def _training_task(rank: int, world: int) -> dict[str, Any]:
         criterion = InfoNCELoss(temperature=TEMPERATURE, gather_distributed=gather)
         losses = _train(model, criterion, local)
         results[f"gather={gather}"] = {
-            "mean_losses": [_mean_over_ranks(loss) for loss in losses],
+            "mean_losses": [mean_over_ranks(loss) for loss in losses],
             "params": [p.detach().clone() for p in model.module.parameters()],
         }
     return results
@@ -218,61 +172,9 @@ _TASKS: dict[str, Callable[[int, int], dict[str, Any]]] = {
 }
 
 
-def _worker(rank: int, world: int, task: str, workdir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{workdir}/store",
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        assert distributed.world_size() == world and distributed.rank() == rank
-        results = _TASKS[task](rank, world)
-        torch.save(results, f"{workdir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-    # Success: leave without interpreter finalisation. A spawned child otherwise ends with
-    # sys.exit(), and gloo's C++ threads then intermittently abort the process at teardown
-    # ("terminate called without an active exception", SIGABRT, ~1 launch in 30 here) after
-    # all the work is done. Failures above never get here: they propagate to the launcher.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 def _launch(task: str, world: int, workdir: Path) -> list[dict[str, Any]]:
     """Run ``task`` on ``world`` spawned gloo ranks; their results in rank order."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    previous_threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the spawned children
-    try:
-        context = mp.start_processes(
-            _worker,
-            args=(world, task, str(workdir)),
-            nprocs=world,
-            join=False,
-            start_method="spawn",
-        )
-    finally:
-        if previous_threads is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous_threads
-    assert context is not None
-    deadline = time.monotonic() + WORKER_DEADLINE_S
-    try:
-        # join() re-raises a worker's exception (with its traceback) and stops the others
-        while not context.join(timeout=max(0.0, deadline - time.monotonic())):
-            if time.monotonic() >= deadline:
-                pytest.fail(f"{task} workers (world {world}) still running after the deadline")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(timeout=10)
-    return [torch.load(workdir / f"rank{r}.pt") for r in range(world)]
+    return launch(_TASKS[task], world, workdir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,7 +226,7 @@ def test_loss_and_weight_grad_match_single_process(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_gather_without_grad_is_caught(
+def testgather_without_grad_is_caught(
     exactness: tuple[int, list[dict[str, Any]]], mode: str
 ) -> None:
     world, results = exactness

@@ -33,10 +33,18 @@ def check_channels(
 
 
 def check_image_size(backbone: nn.Module, recipe: ViewRecipe) -> None:
-    """Views are large enough for the backbone: one dummy forward pass, watching every
-    strided convolution and pooling for an input smaller than its stride (the feature map
-    has already run out)."""
-    size, channels = int(recipe.image_size), int(recipe.channels)
+    """Views are large enough for the backbone: one dummy forward pass per view size
+    (global, and local with multi-crop), watching every strided convolution and pooling for
+    an input smaller than its stride (the feature map has already run out)."""
+    check_view_size(backbone, int(recipe.image_size), int(recipe.channels), "augment.image_size")
+    if recipe.local_views:
+        check_view_size(
+            backbone, int(recipe.local_size), int(recipe.channels), "augment.local_size"
+        )
+
+
+def check_view_size(backbone: nn.Module, size: int, channels: int, key: str) -> None:
+    """Views of ``size`` pixels go through ``backbone`` (``key``: the setting to name)."""
     problems: list[str] = []
 
     def watch(name: str, stride: int) -> Any:
@@ -66,8 +74,8 @@ def check_image_size(backbone: nn.Module, recipe: ViewRecipe) -> None:
     if problems:
         spec = getattr(backbone, "backbone_spec", {}) or {}
         raise ConfigError(
-            f"augment.image_size={size} is too small for backbone {spec.get('name', '?')}: "
-            f"{problems[0]}. Use larger views (augment.image_size) or a backbone that "
+            f"{key}={size} is too small for backbone {spec.get('name', '?')}: "
+            f"{problems[0]}. Use larger views ({key}) or a backbone that "
             "downsamples less (backbone.small_stem=true for ResNets, fewer backbone.widths "
             "for small_cnn)"
         )
@@ -84,6 +92,16 @@ def check_classes(datamodule: Any) -> None:
         raise ConfigError(
             f"data.num_classes={datamodule.num_classes} but '{datamodule.dataset}' has "
             f"{len(classes)} classes; set data.num_classes={len(classes)} (or null)"
+        )
+
+
+def check_labels(method: Any, datamodule: Any) -> None:
+    """A method that trains on class labels (SupCon) gets a labelled dataset."""
+    if getattr(method, "requires_labels", False) and not datamodule.labelled:
+        raise ConfigError(
+            f"method={type(method).__name__.lower()} trains on class labels, but data "
+            f"'{datamodule.dataset}' has none; use a labelled dataset or another method "
+            "(e.g. method=simclr)"
         )
 
 

@@ -111,6 +111,8 @@ def build(
     if resumed is not None:
         keep_global_batch(datamodule, resumed, trainer.world_size)
     checks.check_batches(datamodule, trainer.world_size)
+    checks.check_labels(method, datamodule)
+    method.check_setup(datamodule.batch_size * trainer.world_size)
     return datamodule, method, callbacks, trainer
 
 
@@ -144,7 +146,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         metrics["train/epochs"] = trainer.current_epoch
         if trainer.is_global_zero:
             path = run.output_dir / "backbone.pt"
-            backbone: nn.Module = method.backbone  # type: ignore[assignment]
+            backbone: nn.Module = method.exported_backbone()  # type: ignore[operator]
             recipe: ViewRecipe = method.recipe  # type: ignore[assignment]
             save_backbone(
                 backbone,
