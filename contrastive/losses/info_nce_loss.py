@@ -217,6 +217,99 @@ class InfoNCELoss(nn.Module):
         world = distributed.world_size() if gather else 1
         return world * losses.sum() / num_global
 
+    def forward_multi_crop(
+        self, global_views: Tensor, local_views: Tensor, labels: Tensor | None = None
+    ) -> Tensor:
+        r"""Multi-crop InfoNCE: local views are anchors only, against the global views.
+
+                Every one of the ``(G + L) N`` views is an anchor; the candidates are the ``G N``
+                global views (of all ranks when gathering); the positives :math:`P(i)` of anchor
+                ``i`` are the global views of its image (of its class with ``labels``: SupCon), itself
+                excluded; a local anchor is not among the candidates:
+
+                .. math::
+
+                    \mathcal{L} = rac{1}{|A|} \sum_{i \in A} -rac{1}{|P(i)|}
+                        \sum_{p \in P(i)} \log rac{\exp(s_{ip} / T)}
+                        {\sum_{k \in \mathrm{global},\, k
+        e i} \exp(s_{ik} / T)}
+
+                over the anchors :math:`A` with a positive; with ``decoupled`` the positives leave
+                the denominator. For the global anchors alone this is :meth:`forward_views`. (Caron
+                et al. 2020, SwAV's multi-crop; VISSL's multi-crop SimCLR.) The mean of the per-rank
+                losses is the single-process loss on the concatenated batch, as in
+                :meth:`forward_views`.
+
+                Args:
+                    global_views: (G, N, D) embeddings of the global views.
+                    local_views: (L, N, D) embeddings of the local views of the same images.
+                    labels: optional (N,) class ids (SupCon).
+
+                Returns:
+                    Scalar loss, float32 (float64 for float64 inputs).
+
+                Raises:
+                    ValueError: on mismatched shapes, or with ``weighting`` (one positive per anchor
+                        only).
+
+                Examples:
+                    >>> criterion = InfoNCELoss(temperature=0.5)
+                    >>> round(criterion.forward_multi_crop(torch.ones(2, 4, 8), torch.ones(3, 4, 8)).item(), 4)
+                    2.026
+        """
+        _check_views(global_views)
+        _check_views(local_views)
+        num_global, num_samples, dim = global_views.shape
+        if local_views.shape[1:] != (num_samples, dim):
+            raise ValueError(
+                f"local_views must have shape (L, {num_samples}, {dim}) to match global_views "
+                f"{tuple(global_views.shape)}, got {tuple(local_views.shape)}"
+            )
+        if self.weighting is not None:
+            raise ValueError(
+                f"weighting={self.weighting!r} needs one positive per anchor, which local "
+                "views (each with every global view of its image as positive) do not have"
+            )
+        device = global_views.device
+        gather = self.gather_distributed and distributed.world_size() > 1
+        if gather:
+            samples_per_rank = distributed.all_gather_sizes(num_samples, device)
+            first_sample = sum(samples_per_rank[: distributed.rank()])
+        else:
+            samples_per_rank, first_sample = [num_samples], 0
+        sample_labels = (
+            first_sample + torch.arange(num_samples, device=device) if labels is None else labels
+        )  # (N,)
+        candidates = global_views.reshape(num_global * num_samples, dim)  # (G N, D)
+        candidate_labels = sample_labels.repeat(num_global)  # (G N,)
+        anchors = torch.cat([candidates, local_views.reshape(-1, dim)])  # ((G + L) N, D)
+        anchor_labels = sample_labels.repeat(num_global + local_views.shape[0])
+        self_index = torch.cat(
+            [
+                num_global * first_sample + torch.arange(candidates.shape[0], device=device),
+                torch.full((local_views.shape[0] * num_samples,), -1, device=device),
+            ]
+        )  # ((G + L) N,): a local anchor is not among the candidates
+        if gather:
+            sizes = [num_global * size for size in samples_per_rank]
+            candidates = distributed.all_gather_with_grad(candidates, sizes)  # (G N_all, D)
+            candidate_labels = distributed.all_gather(candidate_labels, sizes)
+        losses, has_positive = _per_anchor_losses(
+            anchors,
+            candidates,
+            anchor_labels,
+            candidate_labels,
+            self_index,
+            self.temperature,
+            self.block_size,
+            self.decoupled,
+        )
+        valid = int(has_positive.sum())
+        num_valid_global = sum(distributed.all_gather_sizes(valid, device)) if gather else valid
+        local_sum = torch.where(has_positive, losses, 0.0).sum()
+        world = distributed.world_size() if gather else 1
+        return world * local_sum / max(num_valid_global, 1)
+
     def _global_weights(
         self, similarities: Tensor, samples_per_rank: list[int], first_sample: int, gather: bool
     ) -> Tensor:

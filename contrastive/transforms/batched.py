@@ -380,10 +380,17 @@ class BatchedViews(nn.Module):
         self.recipe = recipe
 
     def _one_view(
-        self, images: Tensor, generator: torch.Generator | None, out: Tensor | None = None
+        self,
+        images: Tensor,
+        generator: torch.Generator | None,
+        out: Tensor | None = None,
+        local: bool = False,
     ) -> Tensor:
         recipe = self.recipe
         batch, device = images.shape[0], images.device
+        crop_scale = recipe.local_crop_scale if local else recipe.crop_scale
+        size = recipe.local_size if local else recipe.image_size
+        kernel_size = recipe.local_blur_kernel_size if local else recipe.blur_kernel_size
 
         def uniform(low: float, high: float) -> Tensor:
             return torch.empty(batch, device=device).uniform_(low, high, generator=generator)
@@ -392,9 +399,9 @@ class BatchedViews(nn.Module):
             return torch.rand(batch, device=device, generator=generator) < prob
 
         boxes = sample_crop_boxes(
-            batch, recipe.crop_scale, recipe.log_ratio, generator=generator, device=device
+            batch, crop_scale, recipe.log_ratio, generator=generator, device=device
         )
-        views = resized_crop(images, boxes, coin(recipe.flip_prob), recipe.image_size)
+        views = resized_crop(images, boxes, coin(recipe.flip_prob), size)
 
         if recipe.jitter_prob > 0:
             apply = coin(recipe.jitter_prob)
@@ -422,7 +429,7 @@ class BatchedViews(nn.Module):
             apply = coin(recipe.blur_prob)
             if bool(apply.any()):
                 blurred = gaussian_blur(
-                    views[apply], uniform(*recipe.blur_sigma)[apply], recipe.blur_kernel_size
+                    views[apply], uniform(*recipe.blur_sigma)[apply], kernel_size
                 )
                 views = views.clone()
                 views[apply] = blurred
@@ -434,6 +441,18 @@ class BatchedViews(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The ``num_views`` global views ``(V, B, C, S, S)``."""
+        return self._views(images, generator, self.recipe.num_views, local=False)
+
+    @torch.no_grad()
+    def local_views(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The ``local_views`` small views ``(L, B, C, s, s)``, ``s = recipe.local_size``
+        (drawn after the global views, from the same generator)."""
+        return self._views(images, generator, self.recipe.local_views, local=True)
+
+    def _views(
+        self, images: Tensor, generator: torch.Generator | None, count: int, local: bool
+    ) -> Tensor:
         if images.ndim != 4:
             raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(images.shape)}")
         images = to_float(images)
@@ -445,8 +464,8 @@ class BatchedViews(nn.Module):
                     f"the augmentation recipe expects {self.recipe.channels}-channel images, "
                     f"got {images.shape[1]} channels; set augment.channels={images.shape[1]}"
                 )
-        size, channels = self.recipe.image_size, images.shape[1]
-        views = images.new_empty((self.recipe.num_views, images.shape[0], channels, size, size))
+        size = self.recipe.local_size if local else self.recipe.image_size
+        views = images.new_empty((count, images.shape[0], images.shape[1], size, size))
         for view in views:  # each view normalised straight into its slot
-            self._one_view(images, generator, out=view)
+            self._one_view(images, generator, out=view, local=local)
         return views  # (V, B, C, S, S)

@@ -22,6 +22,11 @@ class ViewRecipe:
     solarisation with probability ``solarize_prob`` -> normalisation with ``mean``/``std``.
     Every random parameter is drawn independently per sample and per view.
 
+    Multi-crop (Caron et al. 2020, SwAV): ``local_views`` more views per image, cut with
+    area fractions in ``local_crop_scale`` and resized to ``local_size`` pixels (0: half of
+    ``image_size``), with the rest of the recipe as for the ``num_views`` global views (the
+    blur kernel scaled to the local size). Made by the batched backend only.
+
     The jitter applies brightness, contrast, saturation and hue in an order drawn per
     sample (``jitter_order="random"``, as torchvision's ``ColorJitter`` and the SimCLR
     recipe do) or always in that order (``"fixed"``). Saturation, hue and grayscale are
@@ -58,6 +63,9 @@ class ViewRecipe:
     blur_kernel_size: int = field(default=0)
     solarize_prob: float = 0.0
     solarize_threshold: float = 0.5
+    local_views: int = 0
+    local_size: int = 0
+    local_crop_scale: tuple[float, float] = (0.05, 0.14)
 
     def __post_init__(self) -> None:
         def fail(name: str, value: object, accepted: str) -> None:
@@ -76,6 +84,26 @@ class ViewRecipe:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             fail("crop_scale", tuple(self.crop_scale), "(min, max) with 0 < min <= max <= 1")
+        if self.local_views < 0:
+            fail("local_views", self.local_views, "a number of local views >= 0")
+        if self.local_size == 0:
+            object.__setattr__(self, "local_size", max(1, self.image_size // 2))
+        if not 0 < self.local_size <= self.image_size:
+            fail(
+                "local_size",
+                self.local_size,
+                f"a positive size at most image_size={self.image_size} (local views are the "
+                "small ones)",
+            )
+        if self.local_views and self.backend != "batched":
+            fail("backend", self.backend, "'batched' for local views (augment.local_views > 0)")
+        low, high = self.local_crop_scale
+        if not 0 < low <= high <= 1:
+            fail(
+                "local_crop_scale",
+                tuple(self.local_crop_scale),
+                "(min, max) with 0 < min <= max <= 1",
+            )
         low, high = self.crop_ratio
         if not 0 < low <= high:
             fail("crop_ratio", tuple(self.crop_ratio), "(min, max) with 0 < min <= max")
@@ -98,13 +126,19 @@ class ViewRecipe:
         if any(s <= 0 for s in self.std):
             fail("std", self.std, "positive values")
         # Hydra hands lists; freeze them into tuples so the recipe is hashable.
-        for name in ("mean", "std", "crop_scale", "crop_ratio", "blur_sigma"):
+        for name in ("mean", "std", "crop_scale", "crop_ratio", "blur_sigma", "local_crop_scale"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         if self.blur_kernel_size == 0:
             # SimCLR uses 10% of the image side, made odd.
             object.__setattr__(self, "blur_kernel_size", 2 * int(self.image_size * 0.05) + 1)
         if self.blur_kernel_size < 1 or self.blur_kernel_size % 2 == 0:
             fail("blur_kernel_size", self.blur_kernel_size, "an odd positive integer")
+
+    @property
+    def local_blur_kernel_size(self) -> int:
+        """The blur kernel of the local views: the global one scaled to their size, odd."""
+        scaled = round(self.blur_kernel_size * self.local_size / self.image_size)
+        return scaled if scaled % 2 else max(1, scaled - 1)
 
     @property
     def log_ratio(self) -> tuple[float, float]:
