@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-stamp
 DEBIAN_FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PYTEST_ARGS ?= -m "not slow"
 ARGS ?=
+# pip extras `make install` adds: .ci/run sets dev,peers (the loss tests' peer comparisons)
+EXTRAS ?= dev
 DATA_ROOT ?= $(or $(CONTRASTIVE_DATA_ROOT),data)
 
 .PHONY: install data demo test test-all lint format bench gpu-wheels clean
@@ -15,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@$(PY) -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
 	@touch $(STAMP)
 
