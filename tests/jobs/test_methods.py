@@ -102,6 +102,23 @@ def test_every_method_is_evaluated_by_the_evaluation_jobs(
     assert 0 <= student["distill/student_top1"] <= 1
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_trains_with_local_views(name: str, tmp_path: Path) -> None:
+    """Multi-crop: 2 global 28 px views and 4 local 14 px views of each image, two steps.
+    The loss is finite and the queues hold the global views' keys only."""
+    overrides = ["augment.local_views=4", "augment.local_size=14", "trainer.limit_train_batches=2"]
+    extra = [QUEUED[name]] if name in QUEUED else []
+    metrics = run_job_in(
+        tmp_path, pretrain, "pretrain", f"method={name}", *PRETRAIN, *overrides, *extra, *QUIET
+    )
+    assert np.isfinite(metrics["train/loss"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["contrastive"]["recipe"]["local_views"] == 4
+    if name in QUEUED:  # 2 steps of 64 images: MoCo v2 2 global keys each, NNCLR 1
+        expected = {"moco_v2": 2 * 2 * 64, "nnclr": 2 * 64}[name]
+        assert int(checkpoint["state_dict"]["queue.filled"]) == expected
+
+
 # --- refused before any work, with one message ----------------------------------------------
 def refused(run_dir: Path, capsys: pytest.CaptureFixture[str], *overrides: str) -> str:
     """The job run as its entry point runs it (:func:`contrastive.cli.run_job`): exit 2,
