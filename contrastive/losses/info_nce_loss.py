@@ -222,40 +222,40 @@ class InfoNCELoss(nn.Module):
     ) -> Tensor:
         r"""Multi-crop InfoNCE: local views are anchors only, against the global views.
 
-                Every one of the ``(G + L) N`` views is an anchor; the candidates are the ``G N``
-                global views (of all ranks when gathering); the positives :math:`P(i)` of anchor
-                ``i`` are the global views of its image (of its class with ``labels``: SupCon), itself
-                excluded; a local anchor is not among the candidates:
+        Every one of the ``(G + L) N`` views is an anchor; the candidates are the ``G N``
+        global views (of all ranks when gathering); the positives :math:`P(i)` of anchor
+        ``i`` are the global views of its image (of its class with ``labels``: SupCon), itself
+        excluded; a local anchor is not among the candidates:
 
-                .. math::
+        .. math::
 
-                    \mathcal{L} = rac{1}{|A|} \sum_{i \in A} -rac{1}{|P(i)|}
-                        \sum_{p \in P(i)} \log rac{\exp(s_{ip} / T)}
-                        {\sum_{k \in \mathrm{global},\, k
-        e i} \exp(s_{ik} / T)}
+            \mathcal{L} = \frac{1}{|A|} \sum_{i \in A} -\frac{1}{|P(i)|}
+                \sum_{p \in P(i)} \log \frac{\exp(s_{ip} / T)}
+                {\sum_{k \in \mathrm{global},\, k \ne i} \exp(s_{ik} / T)}
 
-                over the anchors :math:`A` with a positive; with ``decoupled`` the positives leave
-                the denominator. For the global anchors alone this is :meth:`forward_views`. (Caron
-                et al. 2020, SwAV's multi-crop; VISSL's multi-crop SimCLR.) The mean of the per-rank
-                losses is the single-process loss on the concatenated batch, as in
-                :meth:`forward_views`.
+        over the anchors :math:`A` with a positive; with ``decoupled`` the positives leave
+        the denominator. For the global anchors alone this is :meth:`forward_views`. (Caron
+        et al. 2020, SwAV's multi-crop; VISSL's multi-crop SimCLR.) The mean of the per-rank
+        losses is the single-process loss on the concatenated batch, as in
+        :meth:`forward_views`.
 
-                Args:
-                    global_views: (G, N, D) embeddings of the global views.
-                    local_views: (L, N, D) embeddings of the local views of the same images.
-                    labels: optional (N,) class ids (SupCon).
+        Args:
+            global_views: (G, N, D) embeddings of the global views.
+            local_views: (L, N, D) embeddings of the local views of the same images.
+            labels: optional (N,) class ids (SupCon).
 
-                Returns:
-                    Scalar loss, float32 (float64 for float64 inputs).
+        Returns:
+            Scalar loss, float32 (float64 for float64 inputs).
 
-                Raises:
-                    ValueError: on mismatched shapes, or with ``weighting`` (one positive per anchor
-                        only).
+        Raises:
+            ValueError: on mismatched shapes, or with ``weighting`` (one positive per anchor
+                only).
 
-                Examples:
-                    >>> criterion = InfoNCELoss(temperature=0.5)
-                    >>> round(criterion.forward_multi_crop(torch.ones(2, 4, 8), torch.ones(3, 4, 8)).item(), 4)
-                    2.026
+        Examples:
+            >>> criterion = InfoNCELoss(temperature=0.5)
+            >>> global_views, local_views = torch.ones(2, 4, 8), torch.ones(3, 4, 8)
+            >>> round(criterion.forward_multi_crop(global_views, local_views).item(), 4)
+            2.026
         """
         _check_views(global_views)
         _check_views(local_views)
