@@ -259,3 +259,179 @@ def test_a_temperature_tensor_must_be_0_dim_and_floating() -> None:
             contrastive_loss(z, z, labels, labels, self_index, bad)
         with pytest.raises(ValueError, match=match):
             moco_loss(z, z, z, bad)
+
+
+# --------------------------------------------------------------------------------------------
+# InfoNCELoss(learnable_temperature=True): every form, against the loop reference
+# --------------------------------------------------------------------------------------------
+
+
+def _views(seed: int, num_views: int = 2, num: int = 10, dim: int = 6) -> Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(num_views, num, dim, dtype=torch.float64, generator=generator)
+
+
+def _vmf_weights(z_a: Tensor, z_b: Tensor, sigma: float) -> list[float]:
+    """DCLW's w_n = 2 - N softmax_n(cos(z_a,n, z_b,n) / sigma), written out."""
+    cosines = [float(_unit(a) @ _unit(b)) for a, b in zip(z_a, z_b, strict=True)]
+    exps = [torch.exp(torch.tensor(c / sigma, dtype=torch.float64)) for c in cosines]
+    total = sum(exps)
+    return [2.0 - len(cosines) * float(e / total) for e in exps]
+
+
+def _form(name: str, seed: int) -> tuple[Callable[[Any], Tensor], Callable[[Tensor], Tensor]]:
+    """``(call, reference)``: the module form on fixed inputs, and the same loss written out
+    per anchor as a function of T (anchors, candidates, labels and self built by hand)."""
+    views = _views(seed, 3 if name in ("multi_view_supcon", "multi_crop") else 2)
+    num = views.shape[1]
+    labels = torch.randint(0, 3, (num,), generator=torch.Generator().manual_seed(seed))
+    instance = list(range(num))
+    if name in ("two_view", "two_view_dclw"):
+        flat = views.reshape(2 * num, -1)
+        weights = _vmf_weights(views[0], views[1], 0.5) * 2 if name == "two_view_dclw" else None
+        decoupled = name == "two_view_dclw"
+        return lambda m: m(views[0], views[1]), lambda t: reference_loss(
+            flat, flat, instance * 2, instance * 2, list(range(2 * num)), t, decoupled, weights
+        )
+    if name == "multi_view_supcon":
+        flat, by_class = views.reshape(3 * num, -1), labels.tolist() * 3
+        return lambda m: m.forward_views(views, labels), lambda t: reference_loss(
+            flat, flat, by_class, by_class, list(range(3 * num)), t
+        )
+    if name in ("pairs", "pairs_decoupled"):
+        decoupled = name == "pairs_decoupled"
+        return lambda m: m.forward_pairs(views[0], views[1]), lambda t: reference_loss(
+            views[0], views[1], instance, instance, [-1] * num, t, decoupled
+        )
+    assert name == "multi_crop"  # 2 global views, 1 local view, SupCon labels
+    global_views, local_views = views[:2], views[2:]
+    candidates = global_views.reshape(2 * num, -1)
+    anchors = torch.cat([candidates, local_views.reshape(num, -1)])
+    return lambda m: m.forward_multi_crop(
+        global_views, local_views, labels
+    ), lambda t: reference_loss(
+        anchors,
+        candidates,
+        labels.tolist() * 3,
+        labels.tolist() * 2,
+        list(range(2 * num)) + [-1] * num,
+        t,
+    )
+
+
+FORMS = {
+    "two_view": {},
+    "two_view_dclw": {"decoupled": True, "weighting": "vmf"},
+    "multi_view_supcon": {},
+    "pairs": {},
+    "pairs_decoupled": {"decoupled": True},
+    "multi_crop": {},
+}
+
+
+@pytest.mark.parametrize("block", [None, 4])
+@pytest.mark.parametrize("name", list(FORMS))
+def test_the_learnt_temperature_gradient_of_every_form_equals_the_reference(
+    name: str, block: int | None
+) -> None:
+    from contrastive.losses import InfoNCELoss
+
+    criterion = InfoNCELoss(0.3, block_size=block, learnable_temperature=True, **FORMS[name])
+    criterion = criterion.double()
+    call, reference = _form(name, seed=len(name))
+    loss = call(criterion)
+    loss.backward()
+    log_temperature = criterion.log_temperature.detach().clone().requires_grad_(True)  # type: ignore[union-attr]
+    expected_loss = reference(log_temperature.exp())
+    expected_loss.backward()
+    torch.testing.assert_close(loss.detach(), expected_loss.detach(), rtol=RTOL, atol=ATOL)
+    expected = log_temperature.grad
+    assert expected is not None and abs(expected.item()) > 1e-3  # negative control: 0 fails
+    actual = criterion.log_temperature.grad  # type: ignore[union-attr]
+    assert actual is not None
+    assert_grad_matches(actual, expected)
+    with pytest.raises(AssertionError):
+        assert_grad_matches(-actual, expected)
+
+
+def test_moco_loss_with_the_modules_learnt_temperature() -> None:
+    from contrastive.losses import InfoNCELoss
+
+    criterion = InfoNCELoss(0.2, learnable_temperature=True).double()
+    views, queue = _views(5), _views(6, num_views=1)[0]
+    moco_loss(views[0], views[1], queue, criterion.current_temperature()).backward()
+    log_temperature = criterion.log_temperature.detach().clone().requires_grad_(True)  # type: ignore[union-attr]
+    reference_moco(views[0], views[1], queue, log_temperature.exp(), False).backward()
+    assert log_temperature.grad is not None and abs(log_temperature.grad.item()) > 1e-3
+    assert_grad_matches(criterion.log_temperature.grad, log_temperature.grad)  # type: ignore[union-attr, arg-type]
+
+
+def test_the_learnt_temperature_is_a_parameter_in_the_state_dict() -> None:
+    from contrastive.losses import InfoNCELoss
+
+    fixed, learnt = InfoNCELoss(0.2), InfoNCELoss(0.2, learnable_temperature=True)
+    assert list(fixed.state_dict()) == [] and list(fixed.parameters()) == []
+    assert fixed.temperature == 0.2 and fixed.current_temperature() == 0.2  # a float
+    assert list(learnt.state_dict()) == ["log_temperature"]
+    assert [p.shape for p in learnt.parameters()] == [torch.Size([])]
+    assert learnt.temperature.requires_grad is False  # type: ignore[union-attr]
+    torch.testing.assert_close(learnt.temperature, torch.tensor(0.2))
+    assert "learnable_temperature=True" in repr(learnt) and "temperature=0.2" in repr(learnt)
+    other = InfoNCELoss(0.5, learnable_temperature=True)
+    other.load_state_dict({"log_temperature": torch.tensor(-1.0)})
+    torch.testing.assert_close(other.temperature, torch.tensor(-1.0).exp())
+
+
+def test_one_optimiser_step_moves_it_without_weight_decay() -> None:
+    from contrastive.losses import InfoNCELoss
+    from contrastive.optim import param_groups
+
+    criterion = InfoNCELoss(0.2, learnable_temperature=True)
+    head = torch.nn.Linear(6, 4)
+    groups = param_groups(torch.nn.ModuleList([head, criterion]))
+    decayed, not_decayed = groups
+    assert any(p is criterion.log_temperature for p in not_decayed["params"])
+    assert not any(p is criterion.log_temperature for p in decayed["params"])
+    assert not_decayed["weight_decay"] == 0.0 and not_decayed["lars_exclude"]
+    optimizer = torch.optim.SGD(groups, lr=0.1, weight_decay=0.5)
+    views = _views(1).float()
+    criterion(head(views[0]), head(views[1])).backward()
+    before = criterion.log_temperature.detach().clone()  # type: ignore[union-attr]
+    grad = criterion.log_temperature.grad.clone()  # type: ignore[union-attr]
+    assert grad.abs().item() > 0
+    optimizer.step()
+    after = criterion.log_temperature.detach()  # type: ignore[union-attr]
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, before - 0.1 * grad)  # plain SGD: no weight decay
+    assert float(criterion.temperature) != pytest.approx(0.2)  # the reported T moved too
+
+
+def test_below_the_clamp_t_is_min_temperature_and_the_gradient_is_zero() -> None:
+    from contrastive.losses import InfoNCELoss
+
+    criterion = InfoNCELoss(0.05, learnable_temperature=True, min_temperature=0.02)
+    views = _views(2).float()
+    with torch.no_grad():
+        criterion.log_temperature.fill_(torch.log(torch.tensor(0.001)).item())  # type: ignore[union-attr]
+    assert float(criterion.temperature) == pytest.approx(0.02)
+    criterion(views[0], views[1]).backward()
+    assert criterion.log_temperature.grad.item() == 0.0  # type: ignore[union-attr]
+    with torch.no_grad():  # negative control: just above the clamp the gradient is not 0
+        criterion.log_temperature.fill_(torch.log(torch.tensor(0.03)).item())  # type: ignore[union-attr]
+    criterion.log_temperature.grad = None  # type: ignore[union-attr]
+    criterion(views[0], views[1]).backward()
+    assert criterion.log_temperature.grad.abs().item() > 1e-3  # type: ignore[union-attr]
+
+
+def test_a_learnt_temperature_below_min_temperature_and_bad_options_are_refused() -> None:
+    from contrastive.losses import InfoNCELoss
+
+    match = r"temperature must be >= min_temperature \(0.01\).*got temperature 0.005"
+    with pytest.raises(ValueError, match=match):
+        InfoNCELoss(0.005, learnable_temperature=True)
+    InfoNCELoss(0.005)  # a fixed temperature is not clamped
+    InfoNCELoss(0.01, learnable_temperature=True)  # at the clamp: allowed
+    with pytest.raises(ValueError, match=r"min_temperature must be a finite number > 0, got 0"):
+        InfoNCELoss(0.1, learnable_temperature=True, min_temperature=0)
+    with pytest.raises(ValueError, match=r"learnable_temperature must be true or false, got 1"):
+        InfoNCELoss(0.1, learnable_temperature=1)  # type: ignore[arg-type]
