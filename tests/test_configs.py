@@ -85,6 +85,15 @@ def test_published_cifar10_recipe(compose_cfg: Any) -> None:
     assert cfg.augment.blur_prob == 0.0
 
 
+def test_a_learnable_temperature_composes_and_starts_at_loss_temperature(compose_cfg: Any) -> None:
+    cfg = compose_cfg("loss.learnable_temperature=true", "loss.temperature=0.07")
+    assert cfg.loss.min_temperature == 0.01  # the signature's default
+    loss = instantiate(cfg.loss)
+    assert list(loss.state_dict()) == ["log_temperature"]
+    torch.testing.assert_close(loss.temperature, torch.tensor(0.07))
+    assert list(instantiate(compose_cfg().loss).parameters()) == []  # fixed by default
+
+
 def test_trainer_config_lists_every_trainer_argument(compose_cfg: Any) -> None:
     """So that `trainer.<any arg>=...` works without Hydra's `+` (struct mode is kept):
     the trainer schema, derived from the signature, holds every argument."""
@@ -107,6 +116,7 @@ def test_struct_mode_rejects_unknown_keys(compose_cfg: Any) -> None:
     [
         ("data.batch_size=abc", r"data.batch_size"),  # a bad type: the schema's int
         ("loss.temperature=warm", r"loss.temperature"),
+        ("loss.learnable_temperature=maybe", r"loss.learnable_temperature"),
         ("augment.flip_prob=[1]", r"augment.flip_prob"),
         ("backbone.widths=wide", r"backbone.widths"),
         ("data.source.verify=maybe", r"data.source.verify"),  # the source's own schema

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "SoftmaxWithTemperature",
+    "check_loss_temperature",
     "check_temperature",
     "log_softmax_with_temperature",
     "sigmoid",
@@ -48,6 +49,36 @@ def check_temperature(temperature: float, name: str = "temperature") -> float:
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {temperature!r}")
     return float(temperature)
+
+
+def check_loss_temperature(
+    temperature: float | Tensor, name: str = "temperature"
+) -> float | Tensor:
+    """A contrastive loss's temperature: a number as :func:`check_temperature` returns it, or a
+    0-dim floating-point tensor as it is (a learnt temperature, differentiated through).
+
+    A tensor's value is not checked (that would synchronise the device at every step); the
+    module that learns it keeps it finite and >= its ``min_temperature``
+    (:class:`contrastive.losses.InfoNCELoss`).
+
+    Examples:
+        >>> check_loss_temperature(0.5)
+        0.5
+        >>> check_loss_temperature(torch.tensor(0.5))
+        tensor(0.5000)
+        >>> check_loss_temperature(torch.tensor([0.5]))
+        Traceback (most recent call last):
+        ...
+        ValueError: temperature must be a finite number > 0 or a 0-dim floating-point tensor, got a tensor of shape (1,) and dtype torch.float32
+    """
+    if isinstance(temperature, Tensor):
+        if temperature.ndim != 0 or not temperature.is_floating_point():
+            raise ValueError(
+                f"{name} must be a finite number > 0 or a 0-dim floating-point tensor, got a "
+                f"tensor of shape {tuple(temperature.shape)} and dtype {temperature.dtype}"
+            )
+        return temperature
+    return check_temperature(temperature, name)
 
 
 def softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: int = -1) -> Tensor:

@@ -26,6 +26,22 @@ label compare in the forward pass, and their probabilities are zeroed in the bac
 ``w`` (A,) multiply each anchor's positive term, and so its positive-part gradient:
 :math:`\ell_i = \mathrm{lse}_i - w_i\, a_i \cdot (\ldots) / (T |P(i)|)`.
 
+The temperature may be a float (a constant: no gradient) or a 0-dim tensor (a learnt one).
+For a tensor the backward pass also returns
+
+.. math::
+
+    \frac{\partial \ell_i}{\partial T} = -\frac{1}{T^2}\Big(
+        \sum_{k \in D(i)} p_{ik}\, s_{ik} - \frac{w_i}{|P(i)|} \sum_{p \in P(i)} s_{ip}\Big)
+    = -\frac{1}{T}\, a_i \cdot \frac{\partial \ell_i}{\partial a_i},
+
+with :math:`p_{ik}` the softmax over the denominator's entries :math:`D(i)` (0 elsewhere):
+the expectation :math:`\sum_k p_{ik} s_{ik} = a_i \cdot \sum_k p_{ik} c_k` is the anchor
+gradient's softmax part, already computed block by block, and the loss depends on the anchors
+and ``T`` only through :math:`a_i / T`. So ``dL/dT = -(1/T) sum_i a_i . dL/da_i``: O(A D)
+extra work, no extra pass over the blocks; decoupled and weighted forms included (their masks
+and weights are constants). The float path is unchanged.
+
 Which path a loss takes is decided here too: :func:`resolve_block_size` turns the losses'
 ``block_size`` argument (``"auto"``, an int or ``None``) into rows per block or the dense path.
 """
@@ -136,7 +152,8 @@ class BlockedContrastiveLosses(torch.autograd.Function):
 
     A ``self_index`` outside ``[0, C)`` means "this anchor is not among the candidates".
     ``decoupled``: the positives leave the denominator (DCL); ``positive_weights`` (A,) or
-    ``None``: constants multiplying each anchor's positive term."""
+    ``None``: constants multiplying each anchor's positive term. ``temperature``: a float, or
+    a 0-dim tensor of the anchors' dtype, then differentiable (see the module docstring)."""
 
     @staticmethod
     def forward(
@@ -146,7 +163,7 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         anchor_labels: Tensor,
         candidate_labels: Tensor,
         self_index: Tensor,
-        temperature: float,
+        temperature: float | Tensor,
         block_size: int,
         decoupled: bool = False,
         positive_weights: Tensor | None = None,
@@ -184,6 +201,7 @@ class BlockedContrastiveLosses(torch.autograd.Function):
             log_denominator = torch.where(num_negatives > 0, log_denominator, 0.0)
         losses = log_denominator - positive_mean
 
+        learnt = [temperature] if isinstance(temperature, Tensor) else []  # () or nothing
         ctx.save_for_backward(
             *_Saved(
                 anchors,
@@ -197,18 +215,23 @@ class BlockedContrastiveLosses(torch.autograd.Function):
                 positive_sums,
                 log_denominator,
                 weights,
-            )
+            ),
+            *learnt,
         )
-        ctx.temperature, ctx.block_size, ctx.num_labels = temperature, block_size, num_labels
+        ctx.temperature = None if learnt else temperature  # a float is kept as it is
+        ctx.block_size, ctx.num_labels = block_size, num_labels
         ctx.decoupled = decoupled
         ctx.mark_non_differentiable(num_positives)
         return losses, num_positives
 
     @staticmethod
     def backward(ctx: Any, grad_losses: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
-        saved = _Saved(*ctx.saved_tensors)
+        tensors = ctx.saved_tensors
+        saved = _Saved(*tensors[: len(_Saved._fields)])
         anchors, candidates, safe_self = saved.anchors, saved.candidates, saved.safe_self
-        temperature, block_size = ctx.temperature, ctx.block_size
+        learnt = ctx.temperature is None
+        temperature = tensors[-1] if learnt else ctx.temperature
+        block_size = ctx.block_size
         weight = grad_losses / temperature  # (A,): d loss / d (a_i . c_k) = weight_i * dl/ds
         scaled = anchors / temperature
 
@@ -235,4 +258,18 @@ class BlockedContrastiveLosses(torch.autograd.Function):
         grad_candidates -= anchor_sums[saved.candidate_ids]
         self_positive = saved.self_positive
         grad_candidates.index_add_(0, safe_self[self_positive], weighted[self_positive])
-        return grad_anchors, grad_candidates, None, None, None, None, None, None, None
+
+        grad_temperature = None
+        if learnt and ctx.needs_input_grad[5]:  # the loss is a function of a_i / T: Euler
+            grad_temperature = -(anchors * grad_anchors).sum() / temperature  # ()
+        return (
+            grad_anchors,
+            grad_candidates,
+            None,
+            None,
+            None,
+            grad_temperature,
+            None,
+            None,
+            None,
+        )

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastive.losses.activations import check_temperature
+from contrastive.losses.activations import check_loss_temperature
 from contrastive.losses.blocked import (
     BlockedContrastiveLosses,
     BlockSize,
@@ -71,7 +71,7 @@ def _masked_logits(
     anchor_labels: Tensor,
     candidate_labels: Tensor,
     self_index: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
 ) -> tuple[Tensor, Tensor]:
     """Scaled similarities ``(A, C)`` of ``anchors`` to ``candidates`` with each anchor's self
     entry set to the dtype's lowest value, and the positive mask (same label, not self)."""
@@ -88,7 +88,7 @@ def _per_anchor_losses(
     anchor_labels: Tensor,
     candidate_labels: Tensor,
     self_index: Tensor,
-    temperature: float,
+    temperature: float | Tensor,
     block_size: BlockSize = "auto",
     decoupled: bool = False,
     positive_weights: Tensor | None = None,
@@ -101,7 +101,8 @@ def _per_anchor_losses(
     discarded by the caller. ``decoupled``: the positives leave the denominator (DCL; an
     anchor left with no candidate in it gets a log-denominator of 0); ``positive_weights``:
     detached constants multiplying each anchor's positive term (see the module docstring).
-    ``block_size`` picks the path (:func:`contrastive.losses.blocked.resolve_block_size`): the blocked one
+    ``temperature``: a float, or a 0-dim tensor (a learnt one) that both paths differentiate
+    through, cast to the computation's dtype. ``block_size`` picks the path (:func:`contrastive.losses.blocked.resolve_block_size`): the blocked one
     (:class:`~contrastive.losses.blocked.BlockedContrastiveLosses`) gives the same values and
     gradients with O(block x C) memory instead of O(A x C).
     """
@@ -130,6 +131,8 @@ def _per_anchor_losses(
     dtype = compute_dtype(anchors, candidates)
     rows = resolve_block_size(block_size, num_anchors, num_candidates, dtype.itemsize)
     weights = None if positive_weights is None else positive_weights.detach().to(dtype)  # (A,)
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(dtype)  # () with its gradient
     with autocast_disabled(anchors.device):
         anchors = F.normalize(anchors.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (A, D)
         candidates = F.normalize(candidates.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (C, D)
@@ -182,7 +185,7 @@ def contrastive_loss(
     anchor_labels: Tensor,
     candidate_labels: Tensor,
     self_index: Tensor,
-    temperature: float = 0.1,
+    temperature: float | Tensor = 0.1,
     block_size: BlockSize = "auto",
     decoupled: bool = False,
     positive_weights: Tensor | None = None,
@@ -227,7 +230,9 @@ def contrastive_loss(
         self_index: (A,) long; column of each anchor itself in ``candidates``, excluded from
             numerator and denominator. An index outside ``[0, C)`` (e.g. ``-1``) excludes
             nothing, for anchors that are not among the candidates.
-        temperature: ``T``, a finite number > 0.
+        temperature: ``T``, a finite number > 0, or a 0-dim floating-point tensor (e.g. a
+            learnt temperature; its value is not checked): the loss is then differentiable
+            in it, on both paths.
         block_size: ``"auto"``: the blocked path (exact, O(block x C) memory instead of
             O(A x C)) from 1024 x 1024 similarities up, where it is also the faster one; an
             int: always blocked, that many anchors at a time; ``None``: always dense.
@@ -253,7 +258,7 @@ def contrastive_loss(
         >>> round(loss.item(), 4)  # the positive no longer in the denominator: lower
         -1.0935
     """
-    temperature = check_temperature(temperature)
+    temperature = check_loss_temperature(temperature)
     losses, has_positive = _per_anchor_losses(
         anchors,
         candidates,
@@ -275,7 +280,7 @@ def _check_views(views: Tensor) -> None:
 
 def multi_view_info_nce(
     views: Tensor,
-    temperature: float = 0.1,
+    temperature: float | Tensor = 0.1,
     labels: Tensor | None = None,
     block_size: BlockSize = "auto",
 ) -> Tensor:
@@ -298,7 +303,7 @@ def multi_view_info_nce(
     Args:
         views: (V, N, D) embeddings, ``views[v, n]`` = view ``v`` of sample ``n``; ``V >= 2``
             without labels, ``V >= 1`` with labels.
-        temperature: ``T``, a finite number > 0.
+        temperature: ``T``, a finite number > 0 or a 0-dim tensor (:func:`contrastive_loss`).
         labels: optional (N,) integer class ids.
 
     Returns:
@@ -348,7 +353,7 @@ def multi_view_info_nce(
 def supcon_loss(
     embeddings: Tensor,
     labels: Tensor,
-    temperature: float = 0.1,
+    temperature: float | Tensor = 0.1,
     block_size: BlockSize = "auto",
 ) -> Tensor:
     r"""Supervised contrastive loss (SupCon :math:`\mathcal{L}_{out}`) of one set of embeddings.
@@ -374,7 +379,7 @@ def supcon_loss(
     Args:
         embeddings: (M, D) embeddings, L2-normalised inside.
         labels: (M,) integer class ids.
-        temperature: ``T``, a finite number > 0.
+        temperature: ``T``, a finite number > 0 or a 0-dim tensor (:func:`contrastive_loss`).
         block_size: as in :func:`contrastive_loss`.
 
     Returns:
@@ -409,7 +414,7 @@ def supcon_loss(
 
 
 def info_nce(
-    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, block_size: BlockSize = "auto"
+    z_a: Tensor, z_b: Tensor, temperature: float | Tensor = 0.1, block_size: BlockSize = "auto"
 ) -> Tensor:
     r"""SimCLR's NT-Xent loss (normalised temperature-scaled cross entropy) of two views.
 
@@ -431,7 +436,7 @@ def info_nce(
     Args:
         z_a: (N, D) embeddings of the first view.
         z_b: (N, D) embeddings of the second view; row ``n`` pairs with ``z_a[n]``.
-        temperature: ``T``, a finite number > 0.
+        temperature: ``T``, a finite number > 0 or a 0-dim tensor (:func:`contrastive_loss`).
 
     Returns:
         Scalar loss, float32 (float64 for float64 inputs), also for fp16/bf16 inputs.

@@ -6,6 +6,8 @@ paired sets (MoCo v3, NNCLR). The maths lives in :mod:`contrastive.losses.info_n
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -72,8 +74,29 @@ class InfoNCELoss(nn.Module):
     the DDP gradient equals the single-process gradient. Without an initialised process group,
     or with a world size of 1, the result is exactly the local loss.
 
+    ``learnable_temperature=True`` learns ``T`` as CLIP does (Radford et al. 2021, "Learning
+    Transferable Visual Models From Natural Language Supervision"): the module holds a
+    parameter ``log_temperature`` (0-dim, in ``state_dict`` and checkpoints), initialised to
+    ``log(temperature)``, and every form uses
+
+    .. math::
+
+        T = \max(\exp(\mathrm{log\_temperature}), \mathrm{min\_temperature}),
+
+    so ``T >= min_temperature``; while the clamp is active the gradient with respect to
+    ``log_temperature`` is 0 (the parameter no longer moves from the loss alone). Both the
+    dense and the blocked paths return ``dL/dT`` (:mod:`contrastive.losses.blocked`). The
+    methods' optimiser trains it with the other parameters, without weight decay
+    (:func:`contrastive.optim.param_groups`: a 0-dim parameter is bias-like). Under DDP it
+    is an ordinary parameter: DDP averages its gradient over the ranks, and since each rank's
+    loss depends on ``T`` directly (the gathered candidates do not depend on it) and the mean
+    of the per-rank losses is the single-process loss, the averaged gradient is the
+    single-process ``dL/dT``. :attr:`temperature` is the current value (for logging:
+    detached); :meth:`current_temperature` is the differentiable one.
+
     Args:
-        temperature: ``T``, a finite number > 0 (SimCLR uses 0.1 to 0.5).
+        temperature: ``T``, a finite number > 0 (SimCLR uses 0.1 to 0.5); with
+            ``learnable_temperature``, its initial value.
         gather_distributed: contrast against the embeddings of all ranks when distributed.
         block_size: ``"auto"``: the exact blocked path (O(block x candidates) memory instead
             of the whole similarity matrix) from 1024 x 1024 similarities up, where it is also
@@ -81,12 +104,17 @@ class InfoNCELoss(nn.Module):
         decoupled: drop the positives from the denominators (DCL).
         weighting: ``None`` or ``"vmf"`` (DCLW's von Mises-Fisher weight of the positives).
         sigma: :math:`\sigma` of the vMF weight, a finite number > 0 (DCLW uses 0.5).
+        learnable_temperature: learn ``T`` (a parameter ``log_temperature``, see above).
+        min_temperature: the lower clamp of a learnt ``T``, a finite number > 0 (CLIP's
+            0.01); unused when ``T`` is fixed.
 
     Raises:
-        ValueError: if ``temperature`` or ``sigma`` is not a finite number > 0, ``block_size``
-            is not ``"auto"``, ``None`` or an int >= 1, ``decoupled`` is not a bool or
-            ``weighting`` not ``None`` or ``"vmf"``; at call time, if ``weighting="vmf"`` is
-            asked of anything but two views without labels.
+        ValueError: if ``temperature``, ``sigma`` or ``min_temperature`` is not a finite
+            number > 0, ``block_size`` is not ``"auto"``, ``None`` or an int >= 1,
+            ``decoupled`` or ``learnable_temperature`` is not a bool, ``weighting`` not
+            ``None`` or ``"vmf"``, or a learnable ``temperature`` starts below
+            ``min_temperature``; at call time, if ``weighting="vmf"`` is asked of anything
+            but two views without labels.
 
     Shape:
         - ``forward``: ``z_a`` (N, D), ``z_b`` (N, D) -> scalar.
@@ -109,7 +137,14 @@ class InfoNCELoss(nn.Module):
         Traceback (most recent call last):
         ...
         ValueError: temperature must be a finite number > 0, got -0.1
+        >>> learnt = InfoNCELoss(temperature=0.07, learnable_temperature=True)
+        >>> list(learnt.state_dict())
+        ['log_temperature']
+        >>> round(learnt.temperature.item(), 6)
+        0.07
     """
+
+    log_temperature: nn.Parameter | None
 
     def __init__(
         self,
@@ -119,9 +154,28 @@ class InfoNCELoss(nn.Module):
         decoupled: bool = False,
         weighting: str | None = None,
         sigma: float = 0.5,
+        learnable_temperature: bool = False,
+        min_temperature: float = 0.01,
     ) -> None:
         super().__init__()
-        self.temperature = check_temperature(temperature)
+        self.initial_temperature = check_temperature(temperature)
+        self.min_temperature = check_temperature(min_temperature, "min_temperature")
+        if not isinstance(learnable_temperature, bool):
+            raise ValueError(
+                f"learnable_temperature must be true or false, got {learnable_temperature!r}"
+            )
+        self.learnable_temperature = learnable_temperature
+        if learnable_temperature and self.initial_temperature < self.min_temperature:
+            raise ValueError(
+                f"temperature must be >= min_temperature ({self.min_temperature}) when it is "
+                f"learnt (the learnt value is clamped to it), got temperature "
+                f"{self.initial_temperature}; lower min_temperature or raise temperature"
+            )
+        self.log_temperature = (
+            nn.Parameter(torch.tensor(math.log(self.initial_temperature)))
+            if learnable_temperature
+            else None
+        )
         self.gather_distributed = bool(gather_distributed)
         self.block_size = check_block_size(block_size)
         if not isinstance(decoupled, bool):
@@ -129,6 +183,20 @@ class InfoNCELoss(nn.Module):
         self.decoupled = decoupled
         self.weighting = check_weighting(weighting)
         self.sigma = check_sigma(sigma)
+
+    @property
+    def temperature(self) -> float | Tensor:
+        """The temperature now: the configured float, or the learnt ``T`` (a detached 0-dim
+        tensor, read without a device synchronisation), e.g. for ``train/temperature``."""
+        current = self.current_temperature()
+        return current.detach() if isinstance(current, Tensor) else current
+
+    def current_temperature(self) -> float | Tensor:
+        """The ``T`` every form uses: the configured float, or (learnt)
+        ``exp(log_temperature).clamp(min=min_temperature)``, 0-dim, with its gradient."""
+        if self.log_temperature is None:
+            return self.initial_temperature
+        return self.log_temperature.exp().clamp(min=self.min_temperature)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         check_pair(z_a, z_b)
@@ -145,7 +213,7 @@ class InfoNCELoss(nn.Module):
             )
         gather = self.gather_distributed and distributed.world_size() > 1
         if not gather and not self.decoupled and self.weighting is None:
-            return multi_view_info_nce(views, self.temperature, labels, self.block_size)
+            return multi_view_info_nce(views, self.current_temperature(), labels, self.block_size)
         return self._gathered_loss(views, labels, gather)
 
     def forward_pairs(self, anchors: Tensor, candidates: Tensor) -> Tensor:
@@ -209,7 +277,7 @@ class InfoNCELoss(nn.Module):
             anchor_labels,
             candidate_labels,
             self_index,
-            self.temperature,
+            self.current_temperature(),
             self.block_size,
             self.decoupled,
             weights,
@@ -222,40 +290,40 @@ class InfoNCELoss(nn.Module):
     ) -> Tensor:
         r"""Multi-crop InfoNCE: local views are anchors only, against the global views.
 
-                Every one of the ``(G + L) N`` views is an anchor; the candidates are the ``G N``
-                global views (of all ranks when gathering); the positives :math:`P(i)` of anchor
-                ``i`` are the global views of its image (of its class with ``labels``: SupCon), itself
-                excluded; a local anchor is not among the candidates:
+        Every one of the ``(G + L) N`` views is an anchor; the candidates are the ``G N``
+        global views (of all ranks when gathering); the positives :math:`P(i)` of anchor
+        ``i`` are the global views of its image (of its class with ``labels``: SupCon), itself
+        excluded; a local anchor is not among the candidates:
 
-                .. math::
+        .. math::
 
-                    \mathcal{L} = rac{1}{|A|} \sum_{i \in A} -rac{1}{|P(i)|}
-                        \sum_{p \in P(i)} \log rac{\exp(s_{ip} / T)}
-                        {\sum_{k \in \mathrm{global},\, k
-        e i} \exp(s_{ik} / T)}
+            \mathcal{L} = \frac{1}{|A|} \sum_{i \in A} -\frac{1}{|P(i)|}
+                \sum_{p \in P(i)} \log \frac{\exp(s_{ip} / T)}
+                {\sum_{k \in \mathrm{global},\, k \ne i} \exp(s_{ik} / T)}
 
-                over the anchors :math:`A` with a positive; with ``decoupled`` the positives leave
-                the denominator. For the global anchors alone this is :meth:`forward_views`. (Caron
-                et al. 2020, SwAV's multi-crop; VISSL's multi-crop SimCLR.) The mean of the per-rank
-                losses is the single-process loss on the concatenated batch, as in
-                :meth:`forward_views`.
+        over the anchors :math:`A` with a positive; with ``decoupled`` the positives leave
+        the denominator. For the global anchors alone this is :meth:`forward_views`. (Caron
+        et al. 2020, SwAV's multi-crop; VISSL's multi-crop SimCLR.) The mean of the per-rank
+        losses is the single-process loss on the concatenated batch, as in
+        :meth:`forward_views`.
 
-                Args:
-                    global_views: (G, N, D) embeddings of the global views.
-                    local_views: (L, N, D) embeddings of the local views of the same images.
-                    labels: optional (N,) class ids (SupCon).
+        Args:
+            global_views: (G, N, D) embeddings of the global views.
+            local_views: (L, N, D) embeddings of the local views of the same images.
+            labels: optional (N,) class ids (SupCon).
 
-                Returns:
-                    Scalar loss, float32 (float64 for float64 inputs).
+        Returns:
+            Scalar loss, float32 (float64 for float64 inputs).
 
-                Raises:
-                    ValueError: on mismatched shapes, or with ``weighting`` (one positive per anchor
-                        only).
+        Raises:
+            ValueError: on mismatched shapes, or with ``weighting`` (one positive per anchor
+                only).
 
-                Examples:
-                    >>> criterion = InfoNCELoss(temperature=0.5)
-                    >>> round(criterion.forward_multi_crop(torch.ones(2, 4, 8), torch.ones(3, 4, 8)).item(), 4)
-                    2.026
+        Examples:
+            >>> criterion = InfoNCELoss(temperature=0.5)
+            >>> global_views, local_views = torch.ones(2, 4, 8), torch.ones(3, 4, 8)
+            >>> round(criterion.forward_multi_crop(global_views, local_views).item(), 4)
+            2.026
         """
         _check_views(global_views)
         _check_views(local_views)
@@ -300,7 +368,7 @@ class InfoNCELoss(nn.Module):
             anchor_labels,
             candidate_labels,
             self_index,
-            self.temperature,
+            self.current_temperature(),
             self.block_size,
             self.decoupled,
         )
@@ -369,7 +437,7 @@ class InfoNCELoss(nn.Module):
             anchor_labels,
             candidate_labels,
             self_index,
-            self.temperature,
+            self.current_temperature(),
             self.block_size,
             self.decoupled,
             weights,
@@ -386,8 +454,12 @@ class InfoNCELoss(nn.Module):
         return world * local_sum / num_valid_global.clamp(min=1)
 
     def extra_repr(self) -> str:
+        current = self.temperature  # the learnt one rounded: float32
+        shown = current if isinstance(current, float) else f"{float(current):.6g}"
         return (
-            f"temperature={self.temperature}, gather_distributed={self.gather_distributed}, "
-            f"block_size={self.block_size}, decoupled={self.decoupled}, "
-            f"weighting={self.weighting}, sigma={self.sigma}"
+            f"temperature={shown}, "
+            f"gather_distributed={self.gather_distributed}, block_size={self.block_size}, "
+            f"decoupled={self.decoupled}, weighting={self.weighting}, sigma={self.sigma}, "
+            f"learnable_temperature={self.learnable_temperature}, "
+            f"min_temperature={self.min_temperature}"
         )

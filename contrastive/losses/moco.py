@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastive.losses.activations import check_temperature
+from contrastive.losses.activations import check_loss_temperature
 from contrastive.losses.precision import (
     NORMALIZE_EPS,
     autocast_disabled,
@@ -26,7 +26,7 @@ def moco_loss(
     queries: Tensor,
     keys: Tensor,
     queue: Tensor,
-    temperature: float = 0.2,
+    temperature: float | Tensor = 0.2,
     decoupled: bool = False,
 ) -> Tensor:
     r"""MoCo's InfoNCE of queries against their keys (positives) and a queue (negatives).
@@ -59,7 +59,9 @@ def moco_loss(
         queries: (N, D) query embeddings (with gradient).
         keys: (N, D) key embeddings; row ``n`` is the positive of ``queries[n]``.
         queue: (K, D) negatives, K >= 0.
-        temperature: ``T``, a finite number > 0 (MoCo v1: 0.07, MoCo v2: 0.2).
+        temperature: ``T``, a finite number > 0 (MoCo v1: 0.07, MoCo v2: 0.2), or a 0-dim
+            floating-point tensor (a learnt temperature, its value unchecked; cast to the
+            computation's dtype): the loss is then differentiable in it.
         decoupled: drop the positive from the denominator.
 
     Returns:
@@ -78,7 +80,7 @@ def moco_loss(
         >>> round(moco_loss(q, q, torch.tensor([[0.0, 1.0]]), 1.0, decoupled=True).item(), 4)
         -0.5
     """
-    temperature = check_temperature(temperature)
+    temperature = check_loss_temperature(temperature)
     if queries.ndim != 2 or queries.shape != keys.shape or queries.shape[0] == 0:
         raise ValueError(
             "queries and keys must be non-empty (N, D) tensors of the same shape, got "
@@ -93,6 +95,8 @@ def moco_loss(
         raise ValueError(f"decoupled must be true or false, got {decoupled!r}")
 
     dtype = compute_dtype(queries, keys, queue)
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(dtype)  # () with its gradient
     with autocast_disabled(queries.device):
         queries = F.normalize(queries.to(dtype), dim=1, eps=NORMALIZE_EPS)  # (N, D)
         keys = F.normalize(keys.detach().to(dtype), dim=1, eps=NORMALIZE_EPS)  # (N, D)

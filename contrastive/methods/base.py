@@ -45,7 +45,8 @@ class ContrastiveMethod(pl.LightningModule):
     Args:
         backbone: images ``(B, C, H, W)`` -> features ``(B, F)``; has ``feature_dim``.
         projection_head: builds the head from the feature width (a Hydra partial).
-        loss: the contrastive objective (temperature, cross-rank gather, DCL options).
+        loss: the contrastive objective (temperature, fixed or learnt; cross-rank gather; DCL
+            options). A learnt temperature is trained by the optimiser (:meth:`optimised`).
         augment: the view recipe. With ``backend="batched"`` views are made here, on the
             batch's device; with ``"per_sample"`` the datamodule already made them.
         optimizer: builds the optimiser from parameter groups (a Hydra partial). Its
@@ -105,8 +106,16 @@ class ContrastiveMethod(pl.LightningModule):
         raise NotImplementedError
 
     def trainable(self) -> nn.Module:
-        """The modules the optimiser trains (and ``compile`` compiles)."""
+        """The modules ``compile`` compiles and the optimiser trains (with the loss's
+        parameters, :meth:`optimised`)."""
         return nn.ModuleList([self.backbone, self.projection_head])
+
+    def optimised(self) -> nn.Module:
+        """What the optimiser trains: :meth:`trainable`, and the loss when it has parameters
+        (a learnt temperature, ``loss.learnable_temperature``: 0-dim, so no weight decay)."""
+        if next(self.loss.parameters(), None) is None:
+            return self.trainable()
+        return nn.ModuleList([self.trainable(), self.loss])
 
     def exported_backbone(self) -> nn.Module:  # what backbone.pt holds
         return self.backbone
@@ -163,7 +172,7 @@ class ContrastiveMethod(pl.LightningModule):
         self.log("train/loss", step.loss, prog_bar=True, batch_size=batch_size, **every_step)
         self.log("train/pos_sim", stats["pos_sim"], **every_step)
         self.log("train/neg_sim", stats["neg_sim"], **every_step)
-        self.log("train/temperature", self.loss.temperature, **every_step)
+        self.log("train/temperature", self.loss.temperature, **every_step)  # the current T
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], **every_step)  # type: ignore[union-attr]
         for name, value in step.logs.items():
             self.log(name, value, **every_step)
@@ -197,4 +206,4 @@ class ContrastiveMethod(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         factories = self.optimizer_factory, self.scheduler_factory
-        return optimization.configure(self.trainer, self.trainable(), *factories, self.lr_scaling)
+        return optimization.configure(self.trainer, self.optimised(), *factories, self.lr_scaling)

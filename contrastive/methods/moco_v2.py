@@ -82,7 +82,7 @@ class MoCoV2(ContrastiveMethod):
         keys = make_keys(self, views)  # (V, B, D), no gradient
         negatives = self.queue.entries().clone()  # (K, D): the queue changes below
         pairs = view_pairs(views.shape[0], queries.shape[0] - views.shape[0])
-        temperature, decoupled = self.loss.temperature, self.loss.decoupled
+        temperature, decoupled = self.loss.current_temperature(), self.loss.decoupled
         loss = torch.stack(
             [moco_loss(queries[i], keys[j], negatives, temperature, decoupled) for i, j in pairs]
         ).mean()
