@@ -91,6 +91,16 @@ def test_job_files_and_functions_are_short() -> None:
         assert long_functions(source, 150) == [], job
 
 
+def test_the_methods_base_class_is_at_most_200_lines_and_each_method_one_file() -> None:
+    """The methods issue's rule: no base class over 200 lines; a method is one file."""
+    from contrastive.methods import METHODS
+
+    assert len(sources()["methods/base.py"].splitlines()) <= 200
+    for name, cls in METHODS.items():
+        assert cls.__module__ == f"contrastive.methods.{name}", name
+        assert (PACKAGE.parent / "conf" / "method" / f"{name}.yaml").is_file(), name
+
+
 def test_no_file_in_the_package_is_over_600_lines() -> None:
     lengths = {name: len(source.splitlines()) for name, source in sources().items()}
     assert {name: n for name, n in lengths.items() if n > 600} == {}

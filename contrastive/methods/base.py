@@ -45,8 +45,8 @@ class ContrastiveMethod(pl.LightningModule):
     Args:
         backbone: images ``(B, C, H, W)`` -> features ``(B, F)``; has ``feature_dim``.
         projection_head: builds the head from the feature width (a Hydra partial).
-        loss: the contrastive objective (temperature, fixed or learnt; cross-rank gather; DCL
-            options). A learnt temperature is trained by the optimiser (:meth:`optimised`).
+        loss: the contrastive objective (temperature, fixed or learnt: then the optimiser
+            trains it too; cross-rank gather; DCL options).
         augment: the view recipe. With ``backend="batched"`` views are made here, on the
             batch's device; with ``"per_sample"`` the datamodule already made them.
         optimizer: builds the optimiser from parameter groups (a Hydra partial). Its
@@ -106,16 +106,8 @@ class ContrastiveMethod(pl.LightningModule):
         raise NotImplementedError
 
     def trainable(self) -> nn.Module:
-        """The modules ``compile`` compiles and the optimiser trains (with the loss's
-        parameters, :meth:`optimised`)."""
+        """The modules ``compile`` compiles and the optimiser trains (with the loss's)."""
         return nn.ModuleList([self.backbone, self.projection_head])
-
-    def optimised(self) -> nn.Module:
-        """What the optimiser trains: :meth:`trainable`, and the loss when it has parameters
-        (a learnt temperature, ``loss.learnable_temperature``: 0-dim, so no weight decay)."""
-        if next(self.loss.parameters(), None) is None:
-            return self.trainable()
-        return nn.ModuleList([self.trainable(), self.loss])
 
     def exported_backbone(self) -> nn.Module:  # what backbone.pt holds
         return self.backbone
@@ -124,7 +116,6 @@ class ContrastiveMethod(pl.LightningModule):
         """Refuse, before any work, a global batch this method cannot train (ConfigError);
         a method with ``requires_labels`` is refused unlabelled data by the job."""
 
-    # --- data on the device -------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         if self.trainer is not None and self.trainer.training:
@@ -149,7 +140,6 @@ class ContrastiveMethod(pl.LightningModule):
         """Unaugmented images as the backbone sees them: scaled, resized, normalised."""
         return eval_images(images, self.recipe)
 
-    # --- steps ----------------------------------------------------------------------------
     def embed(self, images: Tensor) -> Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -172,7 +162,7 @@ class ContrastiveMethod(pl.LightningModule):
         self.log("train/loss", step.loss, prog_bar=True, batch_size=batch_size, **every_step)
         self.log("train/pos_sim", stats["pos_sim"], **every_step)
         self.log("train/neg_sim", stats["neg_sim"], **every_step)
-        self.log("train/temperature", self.loss.temperature, **every_step)  # the current T
+        self.log("train/temperature", self.loss.temperature, **every_step)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], **every_step)  # type: ignore[union-attr]
         for name, value in step.logs.items():
             self.log(name, value, **every_step)
@@ -190,7 +180,6 @@ class ContrastiveMethod(pl.LightningModule):
         images, labels = batch
         return {"features": self.embed(images), "labels": labels}
 
-    # --- set-up, checkpoints, optimisation -------------------------------------------------
     def configure_model(self) -> None:
         if self.compile_mode is not None and not getattr(self, "_compiled", False):
             mode = None if self.compile_mode == "default" else self.compile_mode
@@ -205,5 +194,6 @@ class ContrastiveMethod(pl.LightningModule):
         state.restore(self, checkpoint)
 
     def configure_optimizers(self) -> Any:
+        trained = optimization.with_loss(self.trainable(), self.loss)
         factories = self.optimizer_factory, self.scheduler_factory
-        return optimization.configure(self.trainer, self.optimised(), *factories, self.lr_scaling)
+        return optimization.configure(self.trainer, trained, *factories, self.lr_scaling)

@@ -52,6 +52,15 @@ def total_steps(trainer: pl.Trainer) -> int:
     return int(steps)
 
 
+def with_loss(trainable: nn.Module, loss: nn.Module) -> nn.Module:
+    """``trainable``, and ``loss`` when it has parameters (a learnt temperature,
+    ``loss.learnable_temperature``: 0-dim, so :func:`~contrastive.optim.param_groups` gives
+    it no weight decay)."""
+    if next(loss.parameters(), None) is None:
+        return trainable
+    return nn.ModuleList([trainable, loss])
+
+
 def configure(
     trainer: pl.Trainer,
     trainable: nn.Module,

@@ -16,6 +16,7 @@ from contrastive.heads import ProjectionHead
 from contrastive.losses import InfoNCELoss
 from contrastive.methods import MoCoV2, SimCLR
 from contrastive.methods.base import ContrastiveMethod
+from contrastive.methods.optimization import with_loss
 from contrastive.transforms import preset
 from tests.helpers.training import tiny_cnn
 
@@ -44,9 +45,14 @@ def test_the_optimiser_holds_the_learnt_temperature_in_its_no_decay_group() -> N
     # the trained modules are the same as with a fixed temperature, plus it; compile is not
     # asked to compile the loss
     fixed = make(SimCLR, learnable=False)
-    assert len(list(model.optimised().parameters())) == len(list(fixed.parameters())) + 1
+    assert (
+        len(list(with_loss(model.trainable(), model.loss).parameters()))
+        == len(list(fixed.parameters())) + 1
+    )
     assert list(fixed.loss.parameters()) == []
-    assert len(list(fixed.optimised().parameters())) == len(list(fixed.trainable().parameters()))
+    assert len(list(with_loss(fixed.trainable(), fixed.loss).parameters())) == len(
+        list(fixed.trainable().parameters())
+    )
     assert all(m is not model.loss for m in model.trainable().children())
 
 
@@ -82,7 +88,9 @@ def test_three_steps_move_the_temperature_and_log_its_current_value(
 def test_negative_control_an_optimiser_without_the_loss_leaves_it_where_it_started(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(SimCLR, "optimised", lambda self: self.trainable())
+    monkeypatch.setattr(
+        "contrastive.methods.optimization.with_loss", lambda trainable, loss: trainable
+    )
     model = make(SimCLR, learnable=True)
     trainer = fit_three_steps(model)
     assert float(model.loss.temperature) == pytest.approx(0.2, abs=1e-6)
