@@ -212,6 +212,7 @@ def one_process_order(tmp_path_factory: pytest.TempPathFactory) -> dict[int, set
     return order
 
 
+@pytest.mark.slow  # the rescaling and its refusal are unit-tested in tests/jobs/test_pretrain.py
 def test_a_resume_from_2_processes_on_1_keeps_the_global_batch_and_order(
     one_process_order: dict[int, set[int]], tmp_path: Path
 ) -> None:
