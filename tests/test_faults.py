@@ -36,11 +36,20 @@ def two_ranks(monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[byte
     peer.wait()
 
 
+def kill_leaving_a_zombie(peer: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``peer`` and wait until it has exited, without reaping it (``WNOWAIT``): a
+    kill is not instant, and a check right after it can still find the process running."""
+    import os
+
+    peer.kill()
+    os.waitid(os.P_PID, peer.pid, os.WEXITED | os.WNOWAIT)
+
+
 def test_a_collective_error_names_the_rank_whose_process_is_gone(
     two_ranks: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    two_ranks.kill()  # not reaped yet: a zombie, which counts as gone
+    kill_leaving_a_zombie(two_ranks)  # not reaped: a zombie, which counts as gone
     message = faults.describe(RuntimeError(GLOO), "/runs/r1")
     assert message is not None
     assert message.startswith(f"rank 0 stopped: lost rank 1 (pid {two_ranks.pid} on ")
@@ -53,7 +62,7 @@ def test_under_torchrun_the_message_says_the_group_restarts(
     two_ranks: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
-    two_ranks.kill()
+    kill_leaving_a_zombie(two_ranks)
     message = faults.describe(RuntimeError(GLOO))
     assert message is not None and "Under torchrun, the group restarts" in message
 

@@ -22,7 +22,9 @@ every view, gathered from every rank, are written over the queue's oldest rows
 (:class:`~contrastive.methods.queue.EmbeddingQueue`). The key encoder is the EMA of the
 online backbone and head, updated before each step's keys, with momentum 0.999 and
 shuffled BatchNorm (``shuffle_bn="auto"``: across ranks under DDP, in 4 sub-batches per
-view on one process; :class:`~contrastive.methods.momentum.MomentumEncoder`).
+view on one process, not at all where ``trainer.sync_batchnorm=true`` has synchronised the
+BatchNorms; :class:`~contrastive.methods.momentum.MomentumEncoder`). ``loss=dcl`` is
+decoupled; DCLW's weighting is refused (it is not defined for a queue).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from contrastive.errors import ConfigError
 from contrastive.heads import output_dim
 from contrastive.losses import moco_loss
 from contrastive.methods import optimization
@@ -72,6 +75,11 @@ class MoCoV2(ContrastiveMethod):
         return exported(self)
 
     def check_setup(self, global_batch: int) -> None:
+        if self.loss.weighting is not None:
+            raise ConfigError(
+                f"loss.weighting={self.loss.weighting!r} (DCLW) is not defined for MoCo v2's "
+                "queue loss; use loss=dcl (decoupled, unweighted) or loss=info_nce"
+            )
         self.queue.check(global_batch, self.recipe.num_views)
 
     def contrastive_step(self, views: Tensor, labels: Tensor, local: Tensor | None) -> Step:
@@ -123,15 +131,21 @@ def exported(method: Any) -> nn.Module:
 
 
 def update_keys(method: Any) -> float:
-    """The step's EMA update, before its keys (as MoCo does); returns the momentum used."""
+    """The step's EMA update, before its keys (as MoCo does), once per optimiser step (with
+    ``trainer.accumulate_grad_batches=k`` the k micro-batches of a step share it: the online
+    weights change once a step); returns the momentum used."""
     encoder: MomentumEncoder = method.momentum_encoder
+    if getattr(method, "_ema_step", None) == method.global_step:
+        return float(method._ema_momentum)
     total = 0
     if encoder.scheduled:
         if getattr(method, "_total_steps", None) is None:
             method._total_steps = optimization.total_steps(method.trainer)
         total = method._total_steps
     modules = {"backbone": method.backbone, "projection_head": method.projection_head}
-    return encoder.update(modules, method.global_step, total)
+    method._ema_step = method.global_step
+    method._ema_momentum = encoder.update(modules, method.global_step, total)
+    return float(method._ema_momentum)
 
 
 def make_keys(method: Any, views: Tensor) -> Tensor:

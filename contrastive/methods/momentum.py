@@ -117,10 +117,21 @@ class MomentumEncoder(nn.Module):
             torch._foreach_lerp_(keys, online, 1.0 - momentum)
         return momentum
 
+    def shuffle_mode(self, world_size: int) -> str:
+        """The BatchNorm shuffle in effect: ``auto`` is ``none`` when the trainer has made
+        the BatchNorms synchronised (``trainer.sync_batchnorm=true``: statistics over the
+        global batch, which a permutation does not change), ``ranks`` under DDP and
+        ``sub_batches`` on one process."""
+        if self.shuffle_bn == "auto" and any(
+            isinstance(module, nn.SyncBatchNorm) for module in self.modules()
+        ):
+            return "none"
+        return resolve_shuffle_bn(self.shuffle_bn, world_size)
+
     def online_groups(self, num_views: int, world_size: int) -> int:
         """Sub-batches the online encoder runs in: ``shuffle_bn_groups`` per view with
         ``sub_batches``, else 1 (one pass over all views)."""
-        mode = resolve_shuffle_bn(self.shuffle_bn, world_size)
+        mode = self.shuffle_mode(world_size)
         return num_views * self.shuffle_bn_groups if mode == "sub_batches" else 1
 
     def keys(
@@ -133,7 +144,7 @@ class MomentumEncoder(nn.Module):
         """L2-normalised keys ``(V, B, D)`` of ``views`` ``(V, B, C, H, W)``, no gradient,
         BatchNorm shuffled (``generator``, on the CPU: the same draw on every rank)."""
         num_views, batch_size = views.shape[:2]
-        mode = resolve_shuffle_bn(self.shuffle_bn, world_size)
+        mode = self.shuffle_mode(world_size)
         groups = num_views * self.shuffle_bn_groups
         images = views.flatten(0, 1)  # (V B, C, H, W)
         if channels_last:

@@ -74,7 +74,7 @@ class NNCLR(ContrastiveMethod):
             predictions = torch.cat([predictions, self.predict(self.project(local)[1])])
         with torch.no_grad():
             normalised = F.normalize(embeddings.detach().float(), dim=-1)  # (V, B, D)
-            support = self.queue.entries()
+            support = self.queue.entries().to(normalised.dtype)
             neighbours = [nearest_neighbours(view, support) for view in normalised]
         pairs = view_pairs(views.shape[0], predictions.shape[0] - views.shape[0])
         # pair (a, g): the neighbour of global view g is the positive of view a's prediction

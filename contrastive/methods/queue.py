@@ -70,8 +70,11 @@ class EmbeddingQueue(nn.Module):
     @torch.no_grad()
     def push(self, keys: Tensor) -> None:
         """Write this rank's ``keys`` ``(n, D)`` and every other rank's (gathered first,
-        rank 0's first) over the oldest rows."""
+        rank 0's first) over the oldest rows; a push holding a non-finite key is dropped
+        whole (on every rank alike), so no NaN row outlives the step that made it."""
         keys = distributed.all_gather(keys.detach())  # (sum_r n_r, D); itself on one process
+        if not bool(torch.isfinite(keys).all()):  # the same verdict on every rank
+            return  # a step the NaN guard skips must not leave NaN rows behind
         count = keys.shape[0]
         if count > self.length:
             raise ValueError(f"{count} keys do not fit a queue of length {self.length}")

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from contrastive.errors import ConfigError
 from contrastive.methods.base import ContrastiveMethod, Step
 
 
 class SimCLR(ContrastiveMethod):
     """SimCLR pretraining: the shared parts (:class:`ContrastiveMethod`) and one loss."""
+
+    def check_setup(self, global_batch: int) -> None:
+        check_weighting(self)
 
     def contrastive_step(self, views: Tensor, labels: Tensor, local: Tensor | None) -> Step:
         features, embeddings = self.project(views)  # (V, B, F), (V, B, D)
@@ -39,3 +43,18 @@ class SimCLR(ContrastiveMethod):
         else:
             loss = self.loss.forward_views(embeddings)
         return Step(loss, features[0], embeddings)
+
+
+def check_weighting(method: ContrastiveMethod) -> None:
+    """DCLW's weight needs one positive per anchor: two views, no local views, no labels."""
+    weighting = method.loss.weighting
+    recipe = method.recipe
+    if weighting is not None and (
+        method.requires_labels or recipe.local_views or recipe.num_views != 2
+    ):
+        raise ConfigError(
+            f"loss.weighting={weighting!r} (DCLW) needs one positive per anchor: 2 views "
+            f"(augment.num_views={recipe.num_views}), no local views "
+            f"(augment.local_views={recipe.local_views}) and no labels "
+            f"(method={type(method).__name__.lower()}); use loss=dcl"
+        )

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from contrastive.methods.base import ContrastiveMethod, Step
+from contrastive.methods.simclr import check_weighting
 
 
 def own_class_if_unlabelled(labels: Tensor, rank: int) -> Tensor:
@@ -37,6 +38,9 @@ class SupCon(ContrastiveMethod):
     """SupCon pretraining: SimCLR's parts, the labels of the batch as positives."""
 
     requires_labels: ClassVar[bool] = True
+
+    def check_setup(self, global_batch: int) -> None:
+        check_weighting(self)
 
     def contrastive_step(self, views: Tensor, labels: Tensor, local: Tensor | None) -> Step:
         features, embeddings = self.project(views)  # (V, B, F), (V, B, D)

@@ -58,7 +58,10 @@ class RecordQueue(pl.Callback):
         torch.save(self.queues, self.directory / f"queue_rank{trainer.global_rank}.pt")
 
 
-@pytest.fixture(scope="module", params=sorted(METHODS))
+@pytest.fixture(
+    scope="module",
+    params=["moco_v2", pytest.param("nnclr", marks=pytest.mark.slow)],  # CI time: NNCLR slow
+)
 def runs(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[list[str], Path, Path]:

@@ -163,8 +163,25 @@ def refused(run_dir: Path, capsys: pytest.CaptureFixture[str], *overrides: str) 
             ["augment.local_views=2", "augment.local_size=1"],
             r"augment\.local_size=1 is too small for backbone small_cnn",
         ),
+        (["method=moco_v2", "loss=dclw"], r"loss\.weighting='vmf' \(DCLW\) is not defined"),
+        (
+            ["loss=dclw", "augment.local_views=2"],
+            r"needs one positive per anchor: .* \(augment\.local_views=2\)",
+        ),
+        (["method=supcon", "loss=dclw"], r"no labels \(method=supcon\); use loss=dcl"),
     ],
-    ids=["queue", "support_set", "momentum", "momentum_end", "shuffle_bn", "local_size", "tiny"],
+    ids=[
+        "queue",
+        "support_set",
+        "momentum",
+        "momentum_end",
+        "shuffle_bn",
+        "local_size",
+        "tiny",
+        "dclw_moco_v2",
+        "dclw_local_views",
+        "dclw_supcon",
+    ],
 )
 def test_bad_method_settings_are_one_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: list[str], message: str

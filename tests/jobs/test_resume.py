@@ -288,6 +288,7 @@ def test_online_resume_continues_the_same_wandb_run(
     assert started and started[0]["id"] == first_id and started[0]["resume"] == "allow"
 
 
+@pytest.mark.slow  # CI time; the batched path's exact resume runs in CI above
 def test_resume_with_views_made_in_workers_is_bit_identical(tmp_path: Path) -> None:
     """``augment.backend=per_sample``: views drawn in 2 DataLoader workers, each sample's
     from its (seed, epoch, index) seed, so the resumed epoch redraws the same views."""

@@ -131,6 +131,50 @@ def test_sub_batch_shuffling_normalises_each_key_with_other_images() -> None:
     assert not torch.allclose(keys, encoder(images))
 
 
+def test_a_push_with_a_non_finite_key_is_dropped_whole() -> None:
+    ring = EmbeddingQueue(4, 2)
+    ring.push(torch.ones(2, 2))
+    ring.push(torch.tensor([[float("nan"), 0.0], [1.0, 1.0]]))  # a step the NaN guard skips
+    assert int(ring.filled) == 2 and int(ring.pointer) == 2
+    assert torch.isfinite(ring.queue).all()
+
+
+def test_auto_shuffle_is_off_where_the_batchnorms_are_synchronised() -> None:
+    plain = MomentumEncoder(
+        {"net": nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))}, shuffle_bn="auto"
+    )
+    assert plain.shuffle_mode(2) == "ranks" and plain.shuffle_mode(1) == "sub_batches"
+    synced = MomentumEncoder(
+        {"net": nn.SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm1d(2)))},
+        shuffle_bn="auto",
+    )
+    assert synced.shuffle_mode(2) == "none" and synced.online_groups(2, 2) == 1
+    chosen = MomentumEncoder({"net": nn.Sequential(nn.BatchNorm1d(2))}, shuffle_bn="sub_batches")
+    assert chosen.shuffle_mode(2) == "sub_batches"  # an explicit choice is kept
+
+
+def test_the_ema_moves_once_per_optimiser_step_under_gradient_accumulation() -> None:
+    """Micro-batches of one step share its EMA update; the next step moves it again."""
+    from types import SimpleNamespace
+
+    from contrastive.methods.moco_v2 import update_keys
+
+    backbone, head = nn.Linear(3, 3), nn.Linear(3, 2)
+    encoder = MomentumEncoder({"backbone": backbone, "projection_head": head}, momentum=0.5)
+    method = SimpleNamespace(
+        momentum_encoder=encoder, backbone=backbone, projection_head=head, global_step=0
+    )
+    with torch.no_grad():
+        backbone.weight.add_(1.0)
+    update_keys(method)
+    after_first = encoder.encoder.backbone.weight.clone()
+    update_keys(method)  # the second micro-batch of step 0
+    assert torch.equal(encoder.encoder.backbone.weight, after_first)
+    method.global_step = 1
+    update_keys(method)
+    assert not torch.equal(encoder.encoder.backbone.weight, after_first)
+
+
 def test_nearest_neighbours_are_the_most_similar_support_rows() -> None:
     torch.manual_seed(0)
     support = torch.nn.functional.normalize(torch.randn(50, 8), dim=1)
