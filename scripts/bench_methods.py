@@ -146,29 +146,16 @@ def run_peer(name: str, seed: int, budget: float, run_dir: Path) -> dict[str, An
 
     import pytorch_lightning as pl
     import torch
-    from bench_augment import lightly_transform
+    from bench_train import lightly_loader
     from lightly.loss import NTXentLoss
     from lightly.models.modules import MoCoProjectionHead, SimCLRProjectionHead
     from lightly.models.utils import deactivate_requires_grad, update_momentum
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
 
     from contrastive.backbones import build_backbone, feature_dim
     from contrastive.checkpoints import save_backbone
-    from contrastive.data.sources import load_fashion_mnist
     from contrastive.transforms import preset
 
     recipe = preset("fashion_mnist")
-    transform = lightly_transform(recipe)  # (2, C, H, W) per image
-    train = load_fashion_mnist(os.environ.get("CONTRASTIVE_DATA_ROOT", ROOT / "data"), train=True)
-
-    class FashionMNIST(Dataset[Any]):
-        def __len__(self) -> int:
-            return len(train)
-
-        def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int]:
-            image = Image.fromarray(train.images[index, 0].numpy())
-            return list(transform(image)), int(train.labels[index])
 
     class Peer(pl.LightningModule):
         def __init__(self) -> None:
@@ -203,15 +190,7 @@ def run_peer(name: str, seed: int, budget: float, run_dir: Path) -> dict[str, An
             trained = [*self.backbone.parameters(), *self.projection_head.parameters()]
             return torch.optim.AdamW(trained, lr=2e-3, weight_decay=1e-4)
 
-    workers = os.cpu_count() or 1
-    loader = DataLoader(
-        FashionMNIST(),
-        batch_size=256,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=True,
-    )
+    loader = lightly_loader(os.cpu_count() or 1)
     model = Peer()
     steps: list[float] = []
 

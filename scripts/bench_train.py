@@ -105,21 +105,18 @@ def run_ours(overrides: list[str], steps: int, warmup: int, run_dir: str) -> flo
     return views_per_second(timer.times, warmup)
 
 
-def run_lightly(steps: int, warmup: int, workers: int, accelerator: str = "cpu") -> float:
-    import pytorch_lightning as pl
+def lightly_loader(workers: int, batch: int = BATCH) -> Any:
+    """Fashion-MNIST's training set as lightly's examples feed it: PIL images through
+    ``SimCLRTransform`` (our ``fashion_mnist`` recipe) in DataLoader workers, two views."""
     import torch
     from bench_augment import lightly_transform
-    from lightly.loss import NTXentLoss
-    from lightly.models.modules import SimCLRProjectionHead
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
 
-    from contrastive.backbones import build_backbone, feature_dim
     from contrastive.data.sources import load_fashion_mnist
     from contrastive.transforms import preset
 
-    recipe = preset("fashion_mnist")
-    transform = lightly_transform(recipe)  # (2, C, H, W) per image
+    transform = lightly_transform(preset("fashion_mnist"))  # (2, C, H, W) per image
     train = load_fashion_mnist(os.environ.get("CONTRASTIVE_DATA_ROOT", ROOT / "data"), train=True)
 
     class FashionMNIST(Dataset[Any]):
@@ -129,6 +126,24 @@ def run_lightly(steps: int, warmup: int, workers: int, accelerator: str = "cpu")
         def __getitem__(self, index: int) -> tuple[list[torch.Tensor], int]:
             image = Image.fromarray(train.images[index, 0].numpy())
             return list(transform(image)), int(train.labels[index])
+
+    return DataLoader(
+        FashionMNIST(),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+def run_lightly(steps: int, warmup: int, workers: int, accelerator: str = "cpu") -> float:
+    import pytorch_lightning as pl
+    import torch
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+
+    from contrastive.backbones import build_backbone, feature_dim
 
     class LightlySimCLR(pl.LightningModule):
         def __init__(self) -> None:
@@ -149,14 +164,7 @@ def run_lightly(steps: int, warmup: int, workers: int, accelerator: str = "cpu")
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return torch.optim.AdamW(self.parameters(), lr=2e-3, weight_decay=1e-4)
 
-    loader = DataLoader(
-        FashionMNIST(),
-        batch_size=BATCH,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
+    loader = lightly_loader(workers)
     timer = step_timer()
     trainer = pl.Trainer(
         accelerator=accelerator,

@@ -26,6 +26,15 @@ from contrastive.losses.weighting import (
 __all__ = ["InfoNCELoss"]
 
 
+def _layout(num_samples: int, device: torch.device, gather: bool) -> tuple[list[int], int]:
+    """Every rank's number of samples and the global index of this rank's first (one
+    collective when ``gather``; this process alone otherwise)."""
+    if not gather:
+        return [num_samples], 0
+    samples_per_rank = distributed.all_gather_sizes(num_samples, device)
+    return samples_per_rank, sum(samples_per_rank[: distributed.rank()])
+
+
 class InfoNCELoss(nn.Module):
     r"""NT-Xent / multi-view InfoNCE / SupCon / DCL(W) loss, optionally contrasting against all ranks.
 
@@ -257,12 +266,10 @@ class InfoNCELoss(nn.Module):
         num_samples = anchors.shape[0]
         device = anchors.device
         gather = self.gather_distributed and distributed.world_size() > 1
-        if gather:
-            samples_per_rank = distributed.all_gather_sizes(num_samples, device)
-            first_sample = sum(samples_per_rank[: distributed.rank()])
-            all_candidates = distributed.all_gather_with_grad(candidates, samples_per_rank)
-        else:
-            samples_per_rank, first_sample, all_candidates = [num_samples], 0, candidates
+        samples_per_rank, first_sample = _layout(num_samples, device, gather)
+        all_candidates = (
+            distributed.all_gather_with_grad(candidates, samples_per_rank) if gather else candidates
+        )
         num_global = sum(samples_per_rank)
         anchor_labels = first_sample + torch.arange(num_samples, device=device)  # (N,)
         candidate_labels = torch.arange(num_global, device=device)  # (N_all,)
@@ -271,16 +278,8 @@ class InfoNCELoss(nn.Module):
         if self.weighting is not None:
             similarities = positive_cosine_similarities(anchors, candidates)  # (N,)
             weights = self._global_weights(similarities, samples_per_rank, first_sample, gather)
-        losses, _ = _per_anchor_losses(
-            anchors,
-            all_candidates,
-            anchor_labels,
-            candidate_labels,
-            self_index,
-            self.current_temperature(),
-            self.block_size,
-            self.decoupled,
-            weights,
+        losses, _ = self._losses(
+            anchors, all_candidates, anchor_labels, candidate_labels, self_index, weights
         )
         world = distributed.world_size() if gather else 1
         return world * losses.sum() / num_global
@@ -340,11 +339,7 @@ class InfoNCELoss(nn.Module):
             )
         device = global_views.device
         gather = self.gather_distributed and distributed.world_size() > 1
-        if gather:
-            samples_per_rank = distributed.all_gather_sizes(num_samples, device)
-            first_sample = sum(samples_per_rank[: distributed.rank()])
-        else:
-            samples_per_rank, first_sample = [num_samples], 0
+        samples_per_rank, first_sample = _layout(num_samples, device, gather)
         sample_labels = (
             first_sample + torch.arange(num_samples, device=device) if labels is None else labels
         )  # (N,)
@@ -362,15 +357,8 @@ class InfoNCELoss(nn.Module):
             sizes = [num_global * size for size in samples_per_rank]
             candidates = distributed.all_gather_with_grad(candidates, sizes)  # (G N_all, D)
             candidate_labels = distributed.all_gather(candidate_labels, sizes)
-        losses, has_positive = _per_anchor_losses(
-            anchors,
-            candidates,
-            anchor_labels,
-            candidate_labels,
-            self_index,
-            self.current_temperature(),
-            self.block_size,
-            self.decoupled,
+        losses, has_positive = self._losses(
+            anchors, candidates, anchor_labels, candidate_labels, self_index
         )
         valid = int(has_positive.sum())
         num_valid_global = sum(distributed.all_gather_sizes(valid, device)) if gather else valid
@@ -402,11 +390,7 @@ class InfoNCELoss(nn.Module):
                 f"labels must have shape ({num_samples},) to match views "
                 f"{tuple(views.shape)}, got {tuple(labels.shape)}"
             )
-        if gather:
-            samples_per_rank = distributed.all_gather_sizes(num_samples, views.device)
-            first_sample = sum(samples_per_rank[: distributed.rank()])
-        else:
-            samples_per_rank, first_sample = [num_samples], 0
+        samples_per_rank, first_sample = _layout(num_samples, views.device, gather)
         if labels is None:
             sample_labels = first_sample + torch.arange(num_samples, device=views.device)  # (N,)
         else:
@@ -431,16 +415,8 @@ class InfoNCELoss(nn.Module):
             )  # (N,)
             weights = pair_weights.repeat(num_views)  # (V N,), the same for both directions
 
-        losses, has_positive = _per_anchor_losses(
-            anchors,
-            candidates,
-            anchor_labels,
-            candidate_labels,
-            self_index,
-            self.current_temperature(),
-            self.block_size,
-            self.decoupled,
-            weights,
+        losses, has_positive = self._losses(
+            anchors, candidates, anchor_labels, candidate_labels, self_index, weights
         )
         if labels is None:
             num_valid_global = losses.new_tensor(float(candidates.shape[0]))
@@ -452,6 +428,28 @@ class InfoNCELoss(nn.Module):
         local_sum = torch.where(has_positive, losses, 0.0).sum()
         world = distributed.world_size() if gather else 1
         return world * local_sum / num_valid_global.clamp(min=1)
+
+    def _losses(
+        self,
+        anchors: Tensor,
+        candidates: Tensor,
+        anchor_labels: Tensor,
+        candidate_labels: Tensor,
+        self_index: Tensor,
+        weights: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The per-anchor losses with this module's temperature, path and decoupling."""
+        return _per_anchor_losses(
+            anchors,
+            candidates,
+            anchor_labels,
+            candidate_labels,
+            self_index,
+            self.current_temperature(),
+            self.block_size,
+            self.decoupled,
+            weights,
+        )
 
     def extra_repr(self) -> str:
         current = self.temperature  # the learnt one rounded: float32

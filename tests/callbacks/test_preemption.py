@@ -100,6 +100,7 @@ def test_requeue_names_array_tasks_and_plain_jobs(
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_a_signal_to_one_ddp_rank_stops_both_with_one_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.num_workers=0"]

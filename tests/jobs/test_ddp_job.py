@@ -59,6 +59,7 @@ def test_trainer_ddp_two_cpu_processes(tmp_path: Path) -> None:
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_torchrun_two_processes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1"]

@@ -48,6 +48,7 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return finished_run(tmp_path_factory.mktemp("default-straight") / "run", DEFAULT_JOB)
 
 
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_sigkill_keeps_the_epoch_end_checkpoint_and_resumes_exactly(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
@@ -149,6 +150,7 @@ def test_a_full_disk_at_an_epoch_end_checkpoint_resumes_exactly(
     assert_resumes_exactly(uninterrupted, run_dir, job=DEFAULT_JOB, steps=STEPS)
 
 
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_submitit_warning_signal_checkpoints_requeues_and_resumes_exactly(
     uninterrupted: Path, tmp_path: Path
 ) -> None:

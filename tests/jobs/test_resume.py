@@ -66,6 +66,7 @@ def test_resume_after_sigterm_is_bit_identical(
     assert_resumes_exactly(uninterrupted, run_dir)
 
 
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_resume_after_a_sigterm_at_an_epoch_end_is_bit_identical(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_resume_after_a_sigterm_at_an_epoch_end_is_bit_identical(
     assert_resumes_exactly(uninterrupted, run_dir)
 
 
+@pytest.mark.slow  # CI time (over 20 s); make test-all runs it
 def test_ctrl_c_to_the_process_group_checkpoints_and_resumes_exactly(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
