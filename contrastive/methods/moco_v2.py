@@ -135,17 +135,13 @@ def update_keys(method: Any) -> float:
     ``trainer.accumulate_grad_batches=k`` the k micro-batches of a step share it: the online
     weights change once a step); returns the momentum used."""
     encoder: MomentumEncoder = method.momentum_encoder
-    if getattr(method, "_ema_step", None) == method.global_step:
-        return float(method._ema_momentum)
     total = 0
     if encoder.scheduled:
         if getattr(method, "_total_steps", None) is None:
             method._total_steps = optimization.total_steps(method.trainer)
         total = method._total_steps
     modules = {"backbone": method.backbone, "projection_head": method.projection_head}
-    method._ema_step = method.global_step
-    method._ema_momentum = encoder.update(modules, method.global_step, total)
-    return float(method._ema_momentum)
+    return encoder.update(modules, method.global_step, total)
 
 
 def make_keys(method: Any, views: Tensor) -> Tensor:

@@ -93,6 +93,7 @@ class MomentumEncoder(nn.Module):
         for name, module in modules.items():
             self.encoder.add_module(name, copy.deepcopy(module))
         self.encoder.requires_grad_(False)
+        self._updated_at: int | None = None  # the step of the last update
 
     def forward(self, images: Tensor) -> Tensor:
         return self.encoder(images)
@@ -104,7 +105,12 @@ class MomentumEncoder(nn.Module):
     @torch.no_grad()
     def update(self, modules: dict[str, nn.Module], step: int, total_steps: int) -> float:
         """One EMA step towards ``modules`` (the names given at construction) with the
-        momentum of ``step``; returns that momentum."""
+        momentum of ``step``; returns that momentum. Once per step: another call at the same
+        ``step`` (the next micro-batch under gradient accumulation, when the online weights
+        have not moved) changes nothing."""
+        if step == self._updated_at:
+            return momentum_at(step, total_steps, self.momentum, self.momentum_end)
+        self._updated_at = step
         momentum = momentum_at(step, total_steps, self.momentum, self.momentum_end)
         keys: list[Tensor] = []
         online: list[Tensor] = []
